@@ -1,0 +1,1 @@
+"""Ray actors: vLLM rollout workers and the verifier pool."""

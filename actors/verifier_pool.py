@@ -1,0 +1,102 @@
+"""A pool of CPU Ray actors that score responses with the task verifiers.
+
+Verifiers are pure functions already bounded in time (verifiers/), but model output is hostile
+input and a bug or a pathological case must never stall a training step: every batch has a
+deadline, and items of a batch that crashed or ran late are scored as failures with error
+`verifier_error`, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import ray
+
+from rrr.tasks import get_task
+from verifiers import Verdict
+
+log = logging.getLogger(__name__)
+
+VERIFIER_ERROR = "verifier_error"
+
+
+def verify_items(task: Any, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
+    out = []
+    for row, response in items:
+        try:
+            out.append(task.verify(row, response))
+        except Exception as exc:  # a verifier bug scores the item, it never kills the batch
+            out.append(Verdict(False, VERIFIER_ERROR, detail=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+@ray.remote(num_cpus=0.5, max_restarts=-1)
+class VerifierActor:
+    """Holds one task object; verifies (row, response) pairs."""
+
+    def __init__(self, task_name: str, family: str) -> None:
+        self.task = get_task(task_name, family)
+
+    def verify(self, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
+        return verify_items(self.task, items)
+
+    def ping(self) -> bool:
+        return True
+
+
+class VerifierPool:
+    """Round-robins batches over N actors; satisfies rrr.generation.Verifier."""
+
+    def __init__(
+        self, task_name: str, family: str, *, num_workers: int = 2, timeout_s: float = 10.0,
+        batch_size: int = 256, num_cpus: float = 0.5,
+    ) -> None:  # fmt: skip
+        self.actors = [
+            VerifierActor.options(num_cpus=num_cpus).remote(task_name, family)
+            for _ in range(num_workers)
+        ]
+        self.timeout_s, self.batch_size = timeout_s, batch_size
+        self.counters: Counter[str] = Counter()
+
+    def verify(self, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
+        if not items:
+            return []
+        batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        refs = [self.actors[i % len(self.actors)].verify.remote(b) for i, b in enumerate(batches)]
+        # A batch's budget scales with its length: the per-item time-out, but paid in parallel.
+        deadline = time.monotonic() + self.timeout_s * max(
+            1, -(-len(batches) // len(self.actors))
+        )
+        results: list[Verdict] = []
+        for i, (ref, batch) in enumerate(zip(refs, batches)):
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                results.extend(ray.get(ref, timeout=remaining))
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
+                reason = type(exc).__name__
+                log.warning("verifier batch of %d failed (%s); scored 0", len(batch), reason)
+                results.extend(Verdict(False, VERIFIER_ERROR, detail=reason) for _ in batch)
+                if isinstance(exc, ray.exceptions.GetTimeoutError):
+                    # A hung actor would hold every later batch: restart it (max_restarts=-1).
+                    ray.kill(self.actors[i % len(self.actors)], no_restart=False)
+        self.counters["verified"] += len(items)
+        self.counters[VERIFIER_ERROR] += sum(v.error == VERIFIER_ERROR for v in results)
+        return results
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
+
+class LocalVerifier:
+    """In-process verification (no Ray): for scripts, tests of pure logic and benchmarks."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+
+    def verify(self, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
+        return verify_items(self.task, items)

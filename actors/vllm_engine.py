@@ -1,0 +1,189 @@
+"""One vLLM engine behind rrr's `Generator` contract, plus live weight updates.
+
+`VLLMEngine` is a plain class (usable in-process by scripts and benchmarks); `RolloutWorker`
+in actors/rollout_worker.py is the same class as a Ray actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rrr.generation import GenRequest, Sample
+
+log = logging.getLogger(__name__)
+
+WORKER_EXTENSION = "actors.worker_extension.WeightReceiver"
+
+
+class EngineStartError(RuntimeError):
+    """vLLM could not start; the message names the model and the cause."""
+
+
+def on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch always comes with vLLM
+        return True
+
+
+def _cpu_env(kv_cache_gib: float, cpu_threads: str) -> None:
+    """vLLM's CPU backend reads these at engine start (../shared/NOTES-cpu.md)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if cpu_threads:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
+    else:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    # Without this vLLM's CPU worker ran single-threaded under Ray (NOTES-cpu.md).
+    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+
+
+class VLLMEngine:
+    """Owns one `vllm.LLM`. All calls are synchronous batches."""
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        kv_cache_gib: float = 2.0,
+        cpu_threads: str = "",
+        enforce_eager: bool | None = None,
+        enable_prefix_caching: bool = True,
+        enable_sleep_mode: bool = False,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+    ) -> None:
+        cpu = on_cpu()
+        if not Path(model_path).exists() and model_path.startswith(("/", ".", "~")):
+            raise EngineStartError(f"model path {model_path!r} does not exist")
+        if cpu and tensor_parallel_size != 1:
+            raise EngineStartError(
+                f"rollout.tensor_parallel_size={tensor_parallel_size}: only 1 is supported on CPU"
+            )
+        if cpu:
+            _cpu_env(kv_cache_gib, cpu_threads)
+        if dtype == "auto":
+            dtype = "float32" if cpu else "bfloat16"  # bf16 has no oneDNN linear on this CPU
+        self.model_path = model_path
+        self.sleep_supported = enable_sleep_mode and not cpu
+        try:
+            from vllm import LLM
+
+            self.llm = LLM(
+                model=model_path,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enforce_eager=cpu if enforce_eager is None else enforce_eager,
+                enable_prefix_caching=enable_prefix_caching,
+                enable_sleep_mode=self.sleep_supported,
+                seed=seed,
+                trust_remote_code=trust_remote_code,
+                worker_extension_cls=WORKER_EXTENSION,
+            )
+        except Exception as exc:  # vLLM raises many types; the user needs the cause, not a hang
+            raise EngineStartError(
+                f"vLLM failed to start for model {model_path!r} "
+                f"(dtype={dtype}, tp={tensor_parallel_size}): {type(exc).__name__}: {exc}"
+            ) from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        self._sleeping = False
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        params = [
+            SamplingParams(
+                n=r.n,
+                temperature=r.temperature,
+                top_p=r.top_p,
+                max_tokens=r.max_tokens,
+                stop_token_ids=list(r.stop_token_ids),
+                logprobs=0,  # the sampled token's own log-prob: what GRPO's ratio needs
+                # Keep special tokens: the chat-template end-of-turn marker ends the text anyway.
+                skip_special_tokens=True,
+            )
+            for r in requests
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[_to_sample(c) for c in out.outputs] for out in outputs]
+
+    def tokenizer_name(self) -> str:
+        return self.model_path
+
+    # ------------------------------------------------------------------ weights
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> int:
+        """Load a full or partial state dict (name -> tensor) into the live engine."""
+        from safetensors.torch import save_file
+
+        # Tied embeddings share storage; safetensors refuses shared tensors, so clone.
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        directory = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
+            save_file(tensors, f.name)
+            return self.load_weights_file(f.name)
+
+    def load_weights_file(self, path: str) -> int:
+        """Load a safetensors file of (some) weights; every vLLM worker reads it."""
+        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path,))
+        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        return int(counts[0])
+
+    def load_weights_bytes(self, blob: bytes) -> int:
+        counts = self.llm.collective_rpc("rrr_reload_from_bytes", args=(blob,))
+        self.reset_prefix_cache()
+        return int(counts[0])
+
+    def reset_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
+    # ------------------------------------------------------------------ colocation
+
+    def sleep(self, level: int = 1) -> bool:
+        """Free GPU memory for a colocated learner; a logged no-op where unsupported."""
+        if not self.sleep_supported:
+            log.info("vLLM sleep mode unavailable here (CPU build or disabled); not sleeping")
+            return False
+        self.llm.sleep(level=level)
+        self._sleeping = True
+        return True
+
+    def wake_up(self) -> bool:
+        if not self._sleeping:
+            return False
+        self.llm.wake_up()
+        self._sleeping = False
+        return True
+
+    def ping(self) -> bool:
+        return True
+
+
+def _to_sample(completion: Any) -> Sample:
+    ids = list(completion.token_ids)
+    logprobs = [float(step[tok].logprob) for tok, step in zip(ids, completion.logprobs or [])]
+    return Sample(
+        token_ids=ids,
+        logprobs=logprobs,
+        text=completion.text,
+        finish_reason="length" if completion.finish_reason == "length" else "stop",
+    )

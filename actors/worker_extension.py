@@ -1,0 +1,70 @@
+"""Methods mixed into every vLLM worker (`LLM(worker_extension_cls="actors.worker_extension.
+WeightReceiver")`), called through `llm.collective_rpc(name, args=...)`.
+
+Kept tiny and free of rrr imports: vLLM loads it by qualified name inside its own worker
+processes. Method names are prefixed `rrr_` because vLLM rejects extension methods that clash
+with the worker's own (e.g. `update_weights`).
+
+On vLLM's CPU backend, `model.load_weights` after start-up fails (linear weights are repacked
+once loaded), while the worker's own `reload_weights(weights_iterator=...)` re-runs the loader
+and works; tensors passed as RPC arguments arrive as nested lists there, so weights travel as a
+safetensors file or bytes (see ../shared/NOTES-cpu.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WeightReceiver:
+    """Receives new policy weights inside a vLLM worker process."""
+
+    def rrr_reload_from_file(self, path: str) -> int:
+        """Load a (full or partial) safetensors state dict from `path`; return tensor count."""
+        from safetensors.torch import load_file
+
+        return self._rrr_reload(load_file(path))
+
+    def rrr_reload_from_bytes(self, blob: bytes) -> int:
+        from safetensors.torch import load
+
+        return self._rrr_reload(load(blob))
+
+    def _rrr_reload(self, state: dict[str, Any]) -> int:
+        self.reload_weights(weights_iterator=iter(state.items()))
+        return len(state)
+
+    # --- NCCL broadcast group (GPU): learner rank 0 -> every vLLM worker --------------------
+
+    def rrr_init_broadcast_group(
+        self, master_address: str, master_port: int, rank_offset: int, world_size: int
+    ) -> None:
+        """Join a process group made for weight sync (learner rank 0 is its rank 0).
+
+        Uses vLLM's stateless NCCL communicator so it never touches vLLM's own groups.
+        """
+        import torch
+        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
+        from vllm.distributed.utils import StatelessProcessGroup
+
+        rank = rank_offset + self.rank  # type: ignore[attr-defined]
+        group = StatelessProcessGroup.create(
+            host=master_address, port=master_port, rank=rank, world_size=world_size
+        )
+        self._rrr_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
+
+    def rrr_receive_bucket(self, names: list[str], dtypes: list[str], shapes: list[list[int]]) -> int:
+        """Receive one packed bucket broadcast from rank 0 and load its tensors in place."""
+        import torch
+
+        sizes = [int(torch.Size(s).numel()) for s in shapes]
+        dtype = getattr(torch, dtypes[0])
+        flat = torch.empty(sum(sizes), dtype=dtype, device="cuda")
+        self._rrr_comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
+        torch.cuda.current_stream().synchronize()
+        tensors, offset = {}, 0
+        for name, size, shape in zip(names, sizes, shapes):
+            tensors[name] = flat[offset : offset + size].view(shape)
+            offset += size
+        self.model_runner.model.load_weights(weights=list(tensors.items()))  # type: ignore[attr-defined]
+        return len(tensors)

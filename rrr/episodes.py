@@ -1,0 +1,283 @@
+"""Attempt -> reflect -> retry episodes, batched per phase, on token ids end to end.
+
+One step's failures go through the phases together, so every phase is ONE `generate` call over
+all queries (the engine sees large batches, and the G reflections of a failure share its prefix
+in vLLM's prefix cache):
+
+  online only:  first attempt (n=1), verified; successes leave (paper section 3: "If it
+                succeeds, we do nothing")
+  round 0:      G reflections from [prompt, failed attempt, reflection prompt] (n=G)
+                one retry per reflection with the family's retry turn, verified
+  round r > 0:  (episode.retry_depth > 1) chains whose retry failed reflect again (n=1) and
+                retry again; a chain stops at its first success
+
+Each episode keeps one token stream (context + the rewarded reflection) and the span of that
+reflection in it: the single source of the training mask (rrr.grpo.spans_to_mask).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rrr.chat import ChatRenderer, Message
+from rrr.config import EpisodeConfig
+from rrr.generation import GenRequest, Generator, Sample, Verifier
+from rrr.tasks.base import Task
+from verifiers import Verdict
+
+CONTEXT_OVERFLOW = "context_overflow"
+
+
+@dataclass
+class Failure:
+    """A query and its failed first attempt (ids as sampled; text for metrics and reports)."""
+
+    row: dict[str, Any]
+    attempt_ids: list[int]
+    attempt_text: str
+    first_verdict: Verdict | None = None
+
+
+@dataclass
+class Episode:
+    """One of the G chains of one failure."""
+
+    failure_index: int
+    group_index: int
+    tokens: list[int]  # context + rewarded reflection: what the learner scores
+    span: tuple[int, int]  # [start, end) of the rewarded reflection inside `tokens`
+    logprobs: list[float]  # sampler log-probs of tokens[span[0]:span[1]]
+    reflection_text: str
+    reflection_truncated: bool
+    retry_texts: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def reward(self) -> float:
+        """1 when a retry at or after the rewarded round succeeded, else 0 (paper section 3)."""
+        return 1.0 if any(v.correct for v in self.verdicts) else 0.0
+
+    @property
+    def reflection_len(self) -> int:
+        return self.span[1] - self.span[0]
+
+
+@dataclass
+class EpisodeBatch:
+    failures: list[Failure]
+    episodes: list[Episode]  # failure-major: G consecutive episodes per failure
+    group_size: int
+    timings: dict[str, float]
+    generated_tokens: int
+    counters: Counter[str]
+
+    def rewards(self) -> list[float]:
+        return [e.reward for e in self.episodes]
+
+    def metrics(self) -> dict[str, float]:
+        n = max(len(self.episodes), 1)
+        second = [e.verdicts[0].correct for e in self.episodes if e.verdicts]
+        return {
+            "episodes": float(len(self.episodes)),
+            "failures": float(len(self.failures)),
+            "reward_mean": sum(self.rewards()) / n,
+            "second_try_success": sum(second) / max(len(second), 1),
+            "reflection_tokens_mean": sum(e.reflection_len for e in self.episodes) / n,
+            "reflection_truncated_frac": sum(e.reflection_truncated for e in self.episodes) / n,
+            "generated_tokens": float(self.generated_tokens),
+            **{f"count/{k}": float(v) for k, v in self.counters.items()},
+        }
+
+
+@dataclass
+class _Chain:
+    """Mutable state of one chain while its rounds run."""
+
+    failure_index: int
+    group_index: int
+    history: list[Message]  # message shapes so far (for rendering turn suffixes)
+    ids: list[int]  # full token stream so far
+    episode: Episode | None = None
+    done: bool = False
+
+
+class EpisodeEngine:
+    def __init__(
+        self,
+        task: Task,
+        renderer: ChatRenderer,
+        generator: Generator,
+        verifier: Verifier,
+        cfg: EpisodeConfig,
+        max_model_len: int,
+    ) -> None:
+        self.task, self.renderer, self.gen, self.verifier = task, renderer, generator, verifier
+        self.cfg, self.max_model_len = cfg, max_model_len
+        self.stop_ids = renderer.stop_token_ids()
+
+    # ------------------------------------------------------------------ phases
+
+    def first_attempts(
+        self, rows: list[dict[str, Any]], *, n: int = 1, temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[list[list[Sample]], list[list[Verdict]], float]:  # fmt: skip
+        """Sample n first attempts per row and verify them (online mode, eval, build-failures)."""
+        requests = [
+            self._request(
+                self.renderer.prompt_ids(self.task.first_messages(row)),
+                n=n,
+                temperature=self.cfg.temperature if temperature is None else temperature,
+                max_tokens=max_tokens or self.cfg.max_attempt_tokens,
+            )
+            for row in rows
+        ]
+        t0 = time.perf_counter()
+        produced = iter(self.gen.generate([r for r in requests if r is not None]))
+        # A prompt longer than the context gets no samples (and so no verdicts), never a shift.
+        samples = [next(produced) if r is not None else [] for r in requests]
+        gen_s = time.perf_counter() - t0
+        flat = [(row, s.text) for row, group in zip(rows, samples) for s in group]
+        verdicts = iter(self.verifier.verify(flat))
+        return samples, [[next(verdicts) for _ in group] for group in samples], gen_s
+
+    def online_failures(self, rows: list[dict[str, Any]]) -> list[Failure]:
+        samples, verdicts, _ = self.first_attempts(rows)
+        return [
+            Failure(row, group[0].token_ids, group[0].text, verdict[0])
+            for row, group, verdict in zip(rows, samples, verdicts)
+            if not verdict[0].correct
+        ]
+
+    def run(self, failures: list[Failure]) -> EpisodeBatch:
+        """G reflection chains per failure, `retry_depth` rounds, one generate call per phase."""
+        G, counters, timings = self.cfg.num_reflections, Counter(), Counter()
+        gen_tokens = 0
+        chains: list[_Chain] = []
+        for i, f in enumerate(failures):
+            first = self.task.first_messages(f.row)
+            ids = self.renderer.prompt_ids(first) + list(f.attempt_ids)
+            history = [*first, {"role": "assistant", "content": f.attempt_text}]
+            chains += [_Chain(i, g, list(history), list(ids)) for g in range(G)]
+
+        for round_ in range(self.cfg.retry_depth):
+            live = [c for c in chains if not c.done]
+            if not live:
+                break
+            # Reflection phase. Round 0 samples G per failure from one shared context.
+            for c in live:
+                reflect_msg = self.task.reflection_message(failures[c.failure_index].row)
+                c.ids += self.renderer.continuation_ids(
+                    c.history[:-1], [reflect_msg], self._last_generated(c)
+                )
+                c.history.append(reflect_msg)
+            firsts = [c for c in live if round_ > 0 or c.group_index == 0]
+            n = 1 if round_ > 0 else G
+            t0 = time.perf_counter()
+            outs = self._generate_for(firsts, n, self.cfg.temperature, self.cfg.max_reflection_tokens,
+                                      counters)  # fmt: skip
+            timings["reflect_s"] += time.perf_counter() - t0
+            reflections = self._spread(live, firsts, outs, n)
+            for c, sample in reflections:
+                if sample is None:
+                    c.done = True
+                    continue
+                gen_tokens += len(sample.token_ids)
+                start = len(c.ids)
+                c.ids += list(sample.token_ids)
+                c.history.append({"role": "assistant", "content": sample.text})
+                if round_ == self.cfg.rewarded_reflection:
+                    c.episode = Episode(
+                        c.failure_index, c.group_index, list(c.ids), (start, len(c.ids)),
+                        list(sample.logprobs), sample.text, sample.finish_reason == "length",
+                    )  # fmt: skip
+            # Retry phase: the family's retry turn (paper A.1/A.2), one retry per reflection.
+            live = [c for c in live if not c.done]
+            for c in live:
+                retry_msgs = self.task.retry_messages(failures[c.failure_index].row)
+                c.ids += self.renderer.continuation_ids(
+                    c.history[:-1], retry_msgs, self._last_generated(c)
+                )
+                c.history += retry_msgs
+            t0 = time.perf_counter()
+            outs = self._generate_for(live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens,
+                                      counters)  # fmt: skip
+            timings["retry_s"] += time.perf_counter() - t0
+            retries = self._spread(live, live, outs, 1)
+            t0 = time.perf_counter()
+            ok = [(c, s) for c, s in retries if s is not None]
+            verdicts = self.verifier.verify([(failures[c.failure_index].row, s.text) for c, s in ok])
+            timings["verify_s"] += time.perf_counter() - t0
+            for c, s in retries:
+                if s is None:
+                    c.done = True
+            for (c, s), verdict in zip(ok, verdicts):
+                gen_tokens += len(s.token_ids)
+                c.ids += list(s.token_ids)
+                c.history.append({"role": "assistant", "content": s.text})
+                if c.episode is not None:
+                    c.episode.retry_texts.append(s.text)
+                    c.episode.verdicts.append(verdict)
+                c.done = verdict.correct
+
+        episodes = []
+        for c in chains:
+            if c.episode is None:  # the context overflowed before the rewarded reflection
+                counters[CONTEXT_OVERFLOW] += 1
+                c.episode = Episode(c.failure_index, c.group_index, [], (0, 0), [], "", False)
+            episodes.append(c.episode)
+        return EpisodeBatch(failures, episodes, G, dict(timings), gen_tokens, counters)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _request(self, prompt: list[int], *, n: int, temperature: float, max_tokens: int,
+                 top_p: float | None = None) -> GenRequest | None:  # fmt: skip
+        room = self.max_model_len - len(prompt)
+        if room < 1:
+            return None
+        return GenRequest(
+            prompt_ids=prompt,
+            n=n,
+            temperature=temperature,
+            top_p=self.cfg.top_p if top_p is None else top_p,
+            max_tokens=min(max_tokens, room),
+            stop_token_ids=self.stop_ids,
+        )
+
+    def _generate_for(self, chains: list[_Chain], n: int, temperature: float, max_tokens: int,
+                      counters: Counter[str]) -> dict[int, list[Sample]]:  # fmt: skip
+        """One generate call for `chains`; returns samples keyed by chain position."""
+        requests: list[GenRequest] = []
+        index: list[int] = []
+        for pos, c in enumerate(chains):
+            req = self._request(c.ids, n=n, temperature=temperature, max_tokens=max_tokens)
+            if req is None:
+                counters[CONTEXT_OVERFLOW] += 1
+                continue
+            requests.append(req)
+            index.append(pos)
+        samples = self.gen.generate(requests) if requests else []
+        return dict(zip(index, samples))
+
+    @staticmethod
+    def _spread(live: list[_Chain], asked: list[_Chain], outs: dict[int, list[Sample]],
+                n: int) -> list[tuple[_Chain, Sample | None]]:  # fmt: skip
+        """Hand each live chain its sample. With n=G, the G chains of a failure share the one
+        request made by its first chain (group_index 0) and take sample g each."""
+        by_chain = {id(c): outs.get(pos) for pos, c in enumerate(asked)}
+        if n == 1:
+            return [(c, (by_chain.get(id(c)) or [None])[0]) for c in live]
+        leader = {c.failure_index: by_chain.get(id(c)) for c in asked}
+        result = []
+        for c in live:
+            group = leader.get(c.failure_index)
+            result.append((c, group[c.group_index] if group else None))
+        return result
+
+    @staticmethod
+    def _last_generated(chain: _Chain) -> list[int]:
+        # Only the last token matters (did the sampler already close the turn?); the stream's
+        # tail is that assistant turn's last generated id.
+        return chain.ids[-1:]

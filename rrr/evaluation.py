@@ -1,0 +1,174 @@
+"""First-try and second-try accuracy, error categories and reflections (paper Tables 1, 2, 4, 5
+and Figure 2), and the files `rrr eval` writes: results.json, results.md, results.png.
+
+Second try (the "+ Reflection 2nd Try" column): a query counts as solved if the first try was
+correct, or if it failed and the retry after one self-reflection is correct (paper section 3:
+successful first tries are left alone). Error shares are over all queries, as in Tables 4/5.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rrr.config import Config
+from rrr.episodes import EpisodeEngine, Failure
+
+
+def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run first try -> (on failure) one reflection -> retry on `rows`; return results."""
+    e = cfg.eval
+    t0 = time.perf_counter()
+    samples, verdicts, _ = engine.first_attempts(
+        rows, n=1, temperature=e.temperature, max_tokens=e.max_tokens
+    )
+    first = [v[0] if v else None for v in verdicts]
+    failures = [
+        Failure(row, group[0].token_ids, group[0].text, verdict)
+        for row, group, verdict in zip(rows, samples, first)
+        if verdict is not None and not verdict.correct
+    ]
+    # One reflection, one retry, at the eval temperature: the paper's second attempt.
+    reflect_cfg = replace(cfg.episode, num_reflections=1, retry_depth=1, rewarded_reflection=0,
+                          temperature=e.temperature, retry_temperature=e.temperature,
+                          max_reflection_tokens=e.max_reflection_tokens,
+                          max_retry_tokens=e.max_tokens)  # fmt: skip
+    saved, engine.cfg = engine.cfg, reflect_cfg
+    try:
+        batch = engine.run(failures) if failures else None
+    finally:
+        engine.cfg = saved
+    episodes = batch.episodes if batch else []
+    n = len(rows)
+    first_ok = sum(1 for v in first if v is not None and v.correct)
+    fixed = sum(1 for ep in episodes if ep.verdicts and ep.verdicts[0].correct)
+    second_errors = Counter(
+        (ep.verdicts[0].error if ep.verdicts else "context_overflow") or "none"
+        for ep in episodes
+        if not (ep.verdicts and ep.verdicts[0].correct)
+    )
+    first_errors = Counter((v.error if v else "context_overflow") for v in first
+                           if v is None or not v.correct)  # fmt: skip
+    lengths = [ep.reflection_len for ep in episodes if ep.reflection_len]
+    examples = [
+        {
+            "row": failures[ep.failure_index].row,
+            "first_try": failures[ep.failure_index].attempt_text,
+            "first_error": failures[ep.failure_index].first_verdict.error,  # type: ignore[union-attr]
+            "reflection": ep.reflection_text,
+            "reflection_tokens": ep.reflection_len,
+            "retry": ep.retry_texts[0] if ep.retry_texts else "",
+            "retry_correct": bool(ep.verdicts and ep.verdicts[0].correct),
+        }
+        for ep in episodes[: e.num_examples]
+    ]
+    return {
+        "model": cfg.model.name_or_path,
+        "task": engine.task.name,
+        "family": engine.task.family,
+        "source": cfg.data.eval_source or cfg.data.source,
+        "num_queries": n,
+        "first_try_accuracy": first_ok / n if n else 0.0,
+        "second_try_accuracy": (first_ok + fixed) / n if n else 0.0,
+        "first_try_correct": first_ok,
+        "fixed_by_reflection": fixed,
+        "first_try_errors": {k: c / n for k, c in sorted(first_errors.items())},
+        "second_try_errors": {k: c / n for k, c in sorted(second_errors.items())},
+        "first_try_error_counts": dict(sorted(first_errors.items())),
+        "avg_reflection_tokens": sum(lengths) / len(lengths) if lengths else 0.0,
+        "examples": examples,
+        "temperature": cfg.eval.temperature,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def markdown_table(results: list[dict[str, Any]], labels: list[str]) -> str:
+    """Tables 1/2 (first vs second try) and 4/5 (first-try error shares), one row per run."""
+    cats = sorted({k for r in results for k in r["first_try_errors"]})
+    lines = [
+        f"## {results[0]['task']}: accuracy (paper Tables 1/2)",
+        "",
+        "| run | model | n | 1st try | + reflection 2nd try | avg reflection tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, r in zip(labels, results):
+        lines.append(
+            f"| {label} | {r['model']} | {r['num_queries']} | {_pct(r['first_try_accuracy'])} | "
+            f"{_pct(r['second_try_accuracy'])} | {r['avg_reflection_tokens']:.1f} |"
+        )
+    lines += ["", "## First-try error categories (paper Tables 4/5)", "",
+              "| run | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]  # fmt: skip
+    for label, r in zip(labels, results):
+        cells = " | ".join(_pct(r["first_try_errors"].get(c, 0.0)) for c in cats)
+        lines.append(f"| {label} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(results: list[dict[str, Any]], labels: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(results)
+    for i, (label, r) in enumerate(zip(labels, results)):
+        values = [100 * r["first_try_accuracy"], 100 * r["second_try_accuracy"]]
+        bars = ax.bar([x + i * width for x in (0, 1)], values, width, label=label)
+        ax.bar_label(bars, fmt="%.1f%%", fontsize=8)
+    ax.set_xticks([width * (len(results) - 1) / 2 + x for x in (0, 1)],
+                  ["1st try", "+ reflection 2nd try"])  # fmt: skip
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{results[0]['task']} ({results[0]['num_queries']} queries)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(paths["json"])
+    paths["md"].write_text(markdown_table([results], ["this run"]) + _examples_md(results))
+    bar_chart([results], [results["model"]], paths["png"])
+    return paths
+
+
+def compare(a: Path, b: Path, out: Path) -> dict[str, Path]:
+    """Side by side: e.g. vanilla (A) vs trained (B)."""
+    runs = [json.loads(_results_file(p).read_text()) for p in (a, b)]
+    labels = [f"A: {a}", f"B: {b}"]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "compare.md", "png": out / "compare.png"}
+    paths["md"].write_text(markdown_table(runs, labels))
+    bar_chart(runs, ["A", "B"], paths["png"])
+    return paths
+
+
+def _results_file(p: Path) -> Path:
+    return p / "results.json" if p.is_dir() else p
+
+
+def _examples_md(results: dict[str, Any]) -> str:
+    if not results["examples"]:
+        return ""
+    lines = ["", "## Example reflections (paper Figure 2)", ""]
+    for ex in results["examples"]:
+        mark = "fixed" if ex["retry_correct"] else "not fixed"
+        text = ex["reflection"].strip().replace("\n", " ")
+        lines.append(f"- ({ex['reflection_tokens']} tokens, {mark}) {text[:400]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,53 @@
+"""Helpers shared by tests (not fixtures): tiny models and HF log-prob recomputation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
+    """Save a seeded 2-layer random Llama (head_dim 64, which vLLM's CPU attention supports)
+    with the given tokenizer; fast to start and to run, for plumbing tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger logits than the default init: sampling is not uniform noise
+        model.model.embed_tokens.weight.normal_(0, 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def hf_token_logprobs(model_path: str, sequences: list[list[int]], starts: list[int]) -> list:
+    """Log-prob of tokens[start:] under transformers (float32), per sequence."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for seq, start in zip(sequences, starts):
+            ids = torch.tensor([seq])
+            logits = model(ids).logits.float()
+            logp = torch.log_softmax(logits[0, :-1], dim=-1)
+            taken = logp.gather(-1, ids[0, 1:, None])[:, 0]
+            out.append(taken[start - 1 :].tolist())
+    return out

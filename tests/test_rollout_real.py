@@ -1,0 +1,125 @@
+"""A real vLLM CPU engine inside a real Ray actor: generation, log-probs, live weight updates,
+and the token/mask alignment of real episodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from actors.rollout_worker import RolloutFleet
+from actors.verifier_pool import LocalVerifier
+from rrr.chat import ChatRenderer
+from rrr.config import EpisodeConfig
+from rrr.episodes import EpisodeEngine, Failure
+from rrr.generation import GenRequest
+from rrr.tasks import get_task
+from tests.helpers import hf_token_logprobs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def prompt(tokenizer) -> list[int]:
+    renderer = ChatRenderer(tokenizer)
+    return renderer.prompt_ids([{"role": "user", "content": "Count from one to five."}])
+
+
+def test_generate_returns_ids_logprobs_and_n_samples(ray_local, rollout_worker, prompt):
+    reqs = [GenRequest(prompt, n=3, temperature=1.0, max_tokens=16),
+            GenRequest(prompt[:-3], n=1, temperature=0.0, max_tokens=8)]  # fmt: skip
+    out = ray_local.get(rollout_worker.generate.remote(reqs))
+    assert [len(o) for o in out] == [3, 1]
+    for group, req in zip(out, reqs):
+        for s in group:
+            assert 1 <= len(s.token_ids) <= req.max_tokens
+            assert len(s.logprobs) == len(s.token_ids)
+            assert all(lp <= 0.0 for lp in s.logprobs)
+            assert s.finish_reason in {"stop", "length"}
+    # Three samples at temperature 1 from a random model: not all the same.
+    assert len({tuple(s.token_ids) for s in out[0]}) > 1
+
+
+def test_sampling_logprobs_match_transformers(ray_local, rollout_worker, prompt, tiny_model_path):
+    out = ray_local.get(
+        rollout_worker.generate.remote([GenRequest(prompt, n=2, temperature=1.0, max_tokens=24)])
+    )
+    seqs = [prompt + s.token_ids for s in out[0]]
+    ref = hf_token_logprobs(tiny_model_path, seqs, [len(prompt)] * len(seqs))
+    for sample, expected in zip(out[0], ref):
+        got = torch.tensor(sample.logprobs)
+        want = torch.tensor(expected)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=2e-3, rtol=1e-3), (got - want).abs().max()
+
+
+def test_weight_update_changes_output_and_restores_token_for_token(
+    ray_local, rollout_worker, prompt, tiny_model_path
+):
+    from transformers import AutoModelForCausalLM
+
+    greedy = [GenRequest(prompt, n=1, temperature=0.0, max_tokens=24)]
+    before = ray_local.get(rollout_worker.generate.remote(greedy))[0][0].token_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    perturbed = {k: v + 0.5 * torch.randn(v.shape, generator=gen) for k, v in original.items()}
+
+    n = ray_local.get(rollout_worker.load_state_dict.remote(perturbed))
+    assert n == len(perturbed)
+    changed = ray_local.get(rollout_worker.generate.remote(greedy))[0][0].token_ids
+    assert changed != before
+
+    # A partial update (one layer) goes in too: it must also change nothing else's shape.
+    partial = {k: v for k, v in original.items() if ".layers.0." in k}
+    assert ray_local.get(rollout_worker.load_state_dict.remote(partial)) == len(partial)
+
+    ray_local.get(rollout_worker.load_state_dict.remote(original))
+    after = ray_local.get(rollout_worker.generate.remote(greedy))[0][0].token_ids
+    assert after == before
+
+
+def test_episode_tokens_and_mask_align(ray_local, rollout_worker, tokenizer, shared_data):
+    import json
+
+    task = get_task("countdown", "qwen")
+    rows = [task.validate_row(json.loads(line))
+            for line in (shared_data / "countdown_sample.jsonl").read_text().splitlines()[:3]]  # fmt: skip
+    renderer = ChatRenderer(tokenizer)
+    cfg = EpisodeConfig(num_reflections=3, max_reflection_tokens=24, max_retry_tokens=16)
+    engine = EpisodeEngine(
+        task, renderer, RolloutFleet([rollout_worker]), LocalVerifier(task), cfg, 2048
+    )
+    attempt_ids = tokenizer.encode("The answer is \\boxed{1+2}", add_special_tokens=False)
+    failures = [Failure(r, attempt_ids + [tokenizer.eos_token_id], "The answer is \\boxed{1+2}")
+                for r in rows]  # fmt: skip
+    batch = engine.run(failures)
+
+    assert len(batch.episodes) == 3 * 3
+    assert batch.generated_tokens > 0
+    for ep in batch.episodes:
+        row = failures[ep.failure_index].row
+        prefix = renderer.prompt_ids(task.first_messages(row)) + failures[0].attempt_ids
+        start, end = ep.span
+        assert ep.tokens[: len(prefix)] == prefix
+        assert end == len(ep.tokens) and end > start
+        assert len(ep.logprobs) == end - start
+        # The reflection prompt sits right before the span, rendered by the chat template.
+        context = tokenizer.decode(ep.tokens[:start])
+        assert context.endswith("<|im_start|>assistant\n")
+        assert task.reflection_message(row)["content"] in context
+        # Decoding exactly the masked ids gives the reflection text.
+        assert tokenizer.decode(ep.tokens[start:end], skip_special_tokens=True) == (
+            ep.reflection_text
+        )
+        assert len(ep.verdicts) == 1 and len(ep.retry_texts) == 1
+    # The G episodes of a failure share its context but sample different reflections.
+    group = batch.episodes[:3]
+    assert len({tuple(e.tokens[e.span[0] :]) for e in group}) > 1

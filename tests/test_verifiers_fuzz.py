@@ -1,0 +1,284 @@
+"""Property and hostile-input tests: both verifiers are total on strings, fast and exact."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+
+from verifiers import Verdict, apigen, countdown
+
+TIME_LIMIT_S = 1.0
+GOLD_CALL = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Every code point Python can put in a str, lone surrogates (category Cs) included: hypothesis
+# leaves Cs out of text() by default, and even when allowed they are 2k of 1.1M code points, so
+# mix a surrogate-only strategy in explicitly.
+ANY_CHAR = st.one_of(st.characters(), st.characters(categories=["Cs"]))
+ANY_TEXT = st.text(ANY_CHAR, max_size=300)
+
+# Fragments that steer random text into the parsers' interesting paths.
+FRAGMENTS = [
+    "\\boxed{", "}", "{", "<answer>", "</answer>", "<tool_call>", "</tool_call>", "```json",
+    "```", "=", "(", ")", "+", "-", "*", "/", "**", "\\times", "\\div", "\\left", "$", ".",
+    "\n", " ", "0", "1", "7", "42", "999999999999999", "１", "٣", "\x00", "\ud800", "\udfff",
+    '"name"', '"arguments"', '"parameters"', ":", ",", "[", "]", '"get_weather"', "true", "1.0",
+    "NaN", "null", '{"city": "Paris", "days": 3}', "<|python_tag|>",
+]  # fmt: skip
+STEERED_TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), ANY_TEXT), max_size=40).map(
+    "".join
+)
+
+
+def check_countdown(response: str) -> Verdict:
+    verdict = countdown.verify(response, [1, 2, 3, 7], 42)
+    assert isinstance(verdict, Verdict)
+    assert verdict.error in (None, *countdown.ERRORS)
+    assert verdict.correct == (verdict.error is None)
+    verdict.detail.encode("utf-8")  # always encodable, even with lone surrogates in the input
+    return verdict
+
+
+def check_apigen(response: str, template: str) -> Verdict:
+    verdict = apigen.verify(response, GOLD_CALL, "[]", template)
+    assert isinstance(verdict, Verdict)
+    assert verdict.error in (None, *apigen.ERRORS)
+    assert verdict.correct == (verdict.error is None)
+    if verdict.extracted is not None:
+        verdict.extracted.encode("utf-8")
+    return verdict
+
+
+# --- totality on arbitrary text --------------------------------------------------------------
+
+
+def test_strategy_really_produces_surrogates() -> None:
+    found = find(ANY_CHAR, lambda c: "\ud800" <= c <= "\udfff", settings=settings(database=None))
+    assert "\ud800" <= found <= "\udfff"
+
+
+@FUZZ
+@given(ANY_TEXT)
+def test_countdown_total_on_any_text(response: str) -> None:
+    check_countdown(response)
+
+
+@FUZZ
+@given(STEERED_TEXT)
+def test_countdown_total_on_steered_text(response: str) -> None:
+    check_countdown(response)
+    check_countdown(f"\\boxed{{{response}}}")
+    check_countdown(f"<answer>{response}</answer>")
+
+
+@FUZZ
+@given(ANY_TEXT, st.sampled_from(apigen.TEMPLATES))
+def test_apigen_total_on_any_text(response: str, template: str) -> None:
+    check_apigen(response, template)
+
+
+@FUZZ
+@given(STEERED_TEXT, st.sampled_from(apigen.TEMPLATES))
+def test_apigen_total_on_steered_text(response: str, template: str) -> None:
+    check_apigen(response, template)
+    check_apigen(f"<tool_call>{response}</tool_call>", template)
+
+
+@pytest.mark.parametrize(
+    "response",
+    ["\x00", "\ud800", "\\boxed{\ud800}", "\\boxed{1\x00+2}", "<tool_call>\ud800</tool_call>",
+     '<tool_call>{"name": "\ud800", "arguments": {}}</tool_call>', "\udfff\ud800" * 1000],
+)  # fmt: skip
+def test_nul_and_lone_surrogates(response: str) -> None:
+    assert not check_countdown(response).correct
+    for template in apigen.TEMPLATES:
+        assert not check_apigen(response, template).correct
+
+
+# --- exactness: the parser agrees with a reference evaluation of random expression trees --------
+
+Tree = int | tuple[str, Any, Any]
+PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+def trees(max_leaves: int = 6) -> st.SearchStrategy[Tree]:
+    leaf = st.integers(min_value=0, max_value=120)
+    return st.recursive(
+        leaf,
+        lambda sub: st.tuples(st.sampled_from("+-*/"), sub, sub),
+        max_leaves=max_leaves,
+    )
+
+
+def evaluate(tree: Tree) -> Fraction | None:
+    """Reference semantics; None on division by zero."""
+    if isinstance(tree, int):
+        return Fraction(tree)
+    op, left, right = tree
+    a, b = evaluate(left), evaluate(right)
+    if a is None or b is None:
+        return None
+    if op == "/":
+        return None if b == 0 else a / b
+    return {"+": a + b, "-": a - b, "*": a * b}[op]
+
+
+def render(tree: Tree, minimal: bool) -> str:
+    """Fully parenthesised, or with only the parentheses precedence requires."""
+    if isinstance(tree, int):
+        return str(tree)
+    op, left, right = tree
+    left_text, right_text = render(left, minimal), render(right, minimal)
+    if not minimal:
+        return f"({left_text} {op} {right_text})"
+    if isinstance(left, tuple) and PRECEDENCE[left[0]] < PRECEDENCE[op]:
+        left_text = f"({left_text})"
+    if isinstance(right, tuple) and (
+        PRECEDENCE[right[0]] < PRECEDENCE[op]
+        or (PRECEDENCE[right[0]] == PRECEDENCE[op] and op in "-/")
+    ):
+        right_text = f"({right_text})"
+    return f"{left_text} {op} {right_text}"
+
+
+def leaves(tree: Tree) -> list[int]:
+    return [tree] if isinstance(tree, int) else leaves(tree[1]) + leaves(tree[2])
+
+
+@settings(max_examples=500, deadline=None)
+@given(trees(), st.booleans())
+def test_parser_matches_reference_semantics(tree: Tree, minimal: bool) -> None:
+    value = evaluate(tree)
+    nums = leaves(tree)
+    text = render(tree, minimal)
+    if value is None:
+        assert countdown.verify(f"\\boxed{{{text}}}", nums, 0).error == countdown.INVALID_EQUATION
+        return
+    if value.denominator == 1:
+        assert countdown.verify(f"\\boxed{{{text}}}", nums, int(value)).correct
+        assert not countdown.verify(f"\\boxed{{{text}}}", nums, int(value) + 1).correct
+    else:  # a non-integer value never equals an integer target
+        verdict = countdown.verify(f"\\boxed{{{text}}}", nums, int(value))
+        assert verdict.error == countdown.MISSED_TARGET
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=4), st.integers(0, 60))
+def test_solve_agrees_with_verify(nums: list[int], target: int) -> None:
+    equation = countdown.solve(nums, target)
+    if equation is not None:
+        assert countdown.verify(f"\\boxed{{{equation}}}", nums, target).correct
+
+
+# --- apigen round trip on random JSON arguments -------------------------------------------------
+
+JSON_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**18), max_value=10**18),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(ANY_CHAR, max_size=10),
+)
+JSON_VALUE = st.recursive(
+    JSON_SCALAR,
+    lambda sub: st.one_of(st.lists(sub, max_size=4), st.dictionaries(st.text(max_size=6), sub)),
+    max_leaves=12,
+)
+ARGUMENTS = st.dictionaries(st.text(min_size=1, max_size=8), JSON_VALUE, max_size=5)
+
+
+def render_call(name: str, arguments: dict[str, Any], template: str) -> str:
+    if template == "qwen":
+        return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+    return json.dumps({"name": name, "parameters": arguments})
+
+
+@FUZZ
+@given(ARGUMENTS, st.sampled_from(apigen.TEMPLATES), st.data())
+def test_apigen_round_trip_and_mutation(
+    arguments: dict[str, Any], template: str, data: st.DataObject
+) -> None:
+    # Gold travels as JSON text, as in the data: a Python-only string such as two lone
+    # surrogates "\ud800\udc00" reads back from JSON as one astral character.
+    gold = json.dumps([{"name": "tool", "arguments": arguments}])
+    assert apigen.verify(render_call("tool", arguments, template), gold, "[]", template).correct
+    if arguments:
+        key = data.draw(st.sampled_from(sorted(arguments)))
+        # Wrapping in a list changes the value under any rule (a list never equals its item).
+        mutated = {**arguments, key: [arguments[key]]}
+        verdict = apigen.verify(render_call("tool", mutated, template), gold, "[]", template)
+        assert verdict.error == apigen.PARAMETERS
+
+
+# --- hostile inputs, each under a time bound ---------------------------------------------------
+
+
+def timed(fn: Callable[[], Verdict]) -> Verdict:
+    start = time.perf_counter()
+    verdict = fn()
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIME_LIMIT_S, f"took {elapsed:.3f}s"
+    assert isinstance(verdict, Verdict)
+    return verdict
+
+
+MEGABYTE = 1_000_000
+HOSTILE_COUNTDOWN = {
+    "megabyte_text": "a" * MEGABYTE,
+    "megabyte_newlines": "\n" * MEGABYTE,
+    "megabyte_equation_line": "1+" * (MEGABYTE // 2) + "1",
+    "nested_parens_100k": "\\boxed{" + "(" * 100_000 + "1" + ")" * 100_000 + "}",
+    "open_parens_100k": "(" * 100_000,
+    "power_tower": "\\boxed{9**9**9**9**9}",
+    "power_tower_line": "9**9**9 = 42",
+    "digits_10k": "\\boxed{" + "9" * 10_000 + " + 1}",
+    "digits_100k": "9" * 100_000,
+    "many_boxes_unclosed": "\\boxed{" * 100_000,
+    "many_braces": "\\boxed{" + "{" * 100_000,
+    "many_answers": "<answer>" * 100_000 + "</answer>",
+    "long_product": "\\boxed{" + "*".join(["999999999999"] * 76) + "}",
+    "long_division": "\\boxed{" + "/".join(["999999999997"] * 76) + "}",
+    "fullwidth": "\\boxed{" + "１" * 100_000 + "}",
+    "surrogates": "\ud800" * MEGABYTE,
+    "nul": "\x00" * MEGABYTE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_COUNTDOWN))
+def test_countdown_hostile_inputs_are_fast(name: str) -> None:
+    verdict = timed(lambda: countdown.verify(HOSTILE_COUNTDOWN[name], [1, 2, 3, 7], 42))
+    assert not verdict.correct
+
+
+HOSTILE_JSON = {
+    "megabyte_text": "a" * MEGABYTE,
+    "brackets_100k": "[" * 100_000,
+    "balanced_brackets_100k": "[" * 100_000 + "]" * 100_000,
+    "braces_100k": '{"a":' * 100_000,
+    "deep_but_parsable": '{"name": "get_weather", "arguments": {"city": '
+    + "[" * 500
+    + "]" * 500
+    + "}}",
+    "huge_int": '{"name": "get_weather", "arguments": {"days": ' + "1" * 100_000 + "}}",
+    "many_tags": "<tool_call>" * 18_000,
+    "many_calls": '<tool_call>{"name": "f", "arguments": {}}</tool_call>' * 3_500,
+    "many_fences": "```" * 60_000,
+    "surrogates": "\ud800" * MEGABYTE,
+    "nul": "\x00" * MEGABYTE,
+}
+
+
+@pytest.mark.parametrize("template", apigen.TEMPLATES)
+@pytest.mark.parametrize("name", sorted(HOSTILE_JSON))
+def test_apigen_hostile_inputs_are_fast(name: str, template: str) -> None:
+    text = HOSTILE_JSON[name]
+    for response in (text, f"<tool_call>{text}</tool_call>"):
+        verdict = timed(lambda r=response: apigen.verify(r, GOLD_CALL, "[]", template))
+        assert not verdict.correct

@@ -1,0 +1,298 @@
+"""APIGen / xLAM function-calling verifier: exact match of the predicted calls to the gold calls.
+
+Templates (how the model writes its calls):
+
+* ``"qwen"``: every ``<tool_call>...</tool_call>`` block holds one JSON object
+  ``{"name": str, "arguments": {...}}``; several blocks are several parallel calls (the paper's
+  appendix A.1). Text outside the blocks is ignored. An unclosed ``<tool_call>`` is a format
+  error (a truncated generation should not be rewarded).
+* ``"llama"``: the whole response is one JSON object ``{"name": str, "parameters": {...}}`` or a
+  JSON list of them. Tolerated: ``"arguments"`` instead of ``"parameters"`` (``"parameters"`` wins
+  if both are present), the JSON inside a Markdown code fence (the last fence; prose around it is
+  ignored), and Llama's ``<|python_tag|>`` prefix / ``<|eom_id|>``/``<|eot_id|>`` suffix.
+* Extra keys in a call object (e.g. ``"type"``) are ignored in both templates.
+
+Matching: the multiset of predicted calls must equal the multiset of gold calls. Order of calls
+and of keys does not matter; values compare exactly, numbers by value (``1 == 1.0``), but a bool
+is not a number (``True != 1``), recursively through lists and dicts.
+
+Errors (the paper's Table 4): ``format`` (no parsable call, broken JSON, wrong shape),
+``tool_choice`` (multiset of called names differs from the gold names), ``parameters`` (names
+right, some argument name or value wrong). If the gold list is empty (an irrelevance row), the
+correct response makes no call: no ``<tool_call>`` block (qwen) or anything that is not a call
+(llama, including ``[]``); a response that does call is ``tool_choice``.
+
+Bounds: a response longer than ``RESPONSE_CAP`` characters is a ``format`` error (rejected, not
+truncated, so a cut cannot turn garbage into a call); ``json.loads`` failures of every kind
+(``RecursionError`` from deep nesting, ``ValueError`` from over-long integer strings) are
+``format``; canonicalisation stops at ``DEPTH_CAP`` levels (deeper values never match).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Hashable
+from functools import lru_cache
+from typing import Any
+
+from verifiers.verdict import Verdict
+
+FORMAT = "format"
+TOOL_CHOICE = "tool_choice"
+PARAMETERS = "parameters"
+ERRORS: tuple[str, ...] = (FORMAT, TOOL_CHOICE, PARAMETERS)
+
+TEMPLATES: tuple[str, ...] = ("qwen", "llama")
+
+RESPONSE_CAP = 200_000
+"""Longest response judged; longer is a ``format`` error."""
+
+DEPTH_CAP = 32
+"""Deepest list/dict nesting compared; xLAM arguments are a few levels deep at most."""
+
+_OPEN = "<tool_call>"
+_CLOSE = "</tool_call>"
+_FENCE = "```"
+_LLAMA_PREFIXES = ("<|python_tag|>",)
+_LLAMA_SUFFIXES = ("<|eom_id|>", "<|eot_id|>")
+
+
+class _Format(Exception):
+    """The response is not a well-formed call list; the message is the reason."""
+
+
+class _Marker:
+    """Unique tags that keep canonical lists, dicts, bools and NaNs apart from JSON data.
+
+    JSON values can never contain these objects, so e.g. the list ``["b", true]`` can never
+    collide with the canonical form of the bool ``true``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_LIST = _Marker("list")
+_DICT = _Marker("dict")
+_BOOL = _Marker("bool")
+_NAN = _Marker("nan")
+
+Call = tuple[str, Hashable]  # (tool name, canonical arguments)
+
+
+def verify(response: str, answers: str | list, tools: str | list, template: str) -> Verdict:
+    """Judge ``response`` against the gold ``answers`` (JSON string or parsed list).
+
+    ``template`` is ``"qwen"`` or ``"llama"``; anything else raises ``ValueError``, as does
+    malformed gold data (both are programming or data errors, not model output). ``tools`` is
+    only used to explain ``tool_choice`` errors. Never raises on any ``response``.
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
+    gold = _gold_calls(answers)
+    try:
+        return _judge(response, gold, tools, template)
+    except Exception as exc:  # last resort: a verifier bug must not kill a reward loop
+        return Verdict.fail(FORMAT, f"verifier error: {type(exc).__name__}")
+
+
+def _judge(response: str, gold: tuple[Call, ...], tools: str | list, template: str) -> Verdict:
+    """Parse, then compare names, then arguments."""
+    if not isinstance(response, str):
+        return Verdict.fail(FORMAT, f"response is {type(response).__name__}, not str")
+    if len(response) > RESPONSE_CAP:
+        return Verdict.fail(FORMAT, f"response longer than {RESPONSE_CAP} characters")
+    try:
+        extracted, predicted = _PARSERS[template](response)
+    except _Format as exc:
+        if not gold and template == "llama":
+            # Llama answers in prose when it makes no call; only a call could be wrong here.
+            return Verdict.ok(detail="no call expected, none made")
+        return Verdict.fail(FORMAT, str(exc))
+    if not predicted:
+        if gold:
+            return Verdict.fail(FORMAT, "no call made", extracted or None)
+        return Verdict.ok(extracted or None, "no call expected, none made")
+    return _compare(predicted, gold, tools, extracted)
+
+
+def _compare(
+    predicted: list[Call], gold: tuple[Call, ...], tools: str | list, extracted: str
+) -> Verdict:
+    """Multiset comparison: names first (``tool_choice``), then whole calls (``parameters``)."""
+    predicted_names = Counter(name for name, _ in predicted)
+    gold_names = Counter(name for name, _ in gold)
+    if predicted_names != gold_names:
+        return Verdict.fail(
+            TOOL_CHOICE, _names_detail(predicted_names, gold_names, tools), extracted
+        )
+    if Counter(predicted) != Counter(gold):
+        wrong = sorted({name for name, _ in Counter(predicted) - Counter(gold)})
+        return Verdict.fail(PARAMETERS, f"arguments differ for {wrong}", extracted)
+    return Verdict.ok(extracted)
+
+
+def _names_detail(predicted: Counter[str], gold: Counter[str], tools: str | list) -> str:
+    """Explain a ``tool_choice`` error: missing / extra names, and names not among the tools."""
+    extra = sorted((predicted - gold).elements())
+    missing = sorted((gold - predicted).elements())
+    unknown = [name for name in extra if name not in _tool_names(tools)]
+    detail = f"extra calls {extra}, missing calls {missing}"
+    return f"{detail}; not in tools: {unknown}" if unknown else detail
+
+
+def _tool_names(tools: str | list) -> frozenset[str]:
+    """Names of the offered tools, best effort (empty if ``tools`` is malformed)."""
+    try:
+        parsed = _cached_loads(tools) if isinstance(tools, str) else tools
+        return frozenset(t["name"] for t in parsed if isinstance(t, dict) and "name" in t)
+    except Exception:
+        return frozenset()
+
+
+# --- gold -----------------------------------------------------------------------------------
+
+
+def _gold_calls(answers: str | list) -> tuple[Call, ...]:
+    """Canonical gold calls; JSON strings are cached because RL samples each prompt many times."""
+    if isinstance(answers, str):
+        return _gold_from_json(answers)
+    return _gold_from_list(answers)
+
+
+@lru_cache(maxsize=4096)
+def _gold_from_json(answers: str) -> tuple[Call, ...]:
+    return _gold_from_list(json.loads(answers))
+
+
+def _gold_from_list(answers: list) -> tuple[Call, ...]:
+    if not isinstance(answers, list):
+        raise ValueError(f"gold answers must be a list, got {type(answers).__name__}")
+    calls = []
+    for answer in answers:
+        if not (
+            isinstance(answer, dict)
+            and isinstance(answer.get("name"), str)
+            and isinstance(answer.get("arguments"), dict)
+        ):
+            raise ValueError(f"malformed gold answer {answer!r:.200}")
+        calls.append((answer["name"], _canonical(answer["arguments"], 0)))
+    return tuple(calls)
+
+
+@lru_cache(maxsize=1024)
+def _cached_loads(text: str) -> Any:
+    return json.loads(text)
+
+
+# --- parsing model output -------------------------------------------------------------------
+
+
+def _parse_qwen(response: str) -> tuple[str, list[Call]]:
+    """Every ``<tool_call>`` block, in order (none: an empty list).
+
+    ``str.find`` keeps this linear; a ``<tool_call>(.*?)</tool_call>`` regex would rescan to the
+    end of the text once per unclosed opening tag.
+    """
+    blocks: list[str] = []
+    position = response.find(_OPEN)
+    while position >= 0:
+        body = position + len(_OPEN)
+        end = response.find(_CLOSE, body)
+        if end < 0:
+            raise _Format("unclosed <tool_call>")
+        blocks.append(response[body:end].strip())
+        position = response.find(_OPEN, end + len(_CLOSE))
+    calls = [_call(_loads(block), "arguments", None) for block in blocks]
+    return "\n".join(blocks), calls
+
+
+def _parse_llama(response: str) -> tuple[str, list[Call]]:
+    """The response (or its last code fence) as one call object or a list of them."""
+    text = _strip_llama_tokens(response.strip())
+    if _FENCE in text:
+        text = _last_fence(text)
+    parsed = _loads(text)
+    if isinstance(parsed, dict):
+        return text, [_call(parsed, "parameters", "arguments")]
+    if isinstance(parsed, list):
+        return text, [_call(item, "parameters", "arguments") for item in parsed]
+    raise _Format(f"JSON {type(parsed).__name__} is not a call or a list of calls")
+
+
+def _strip_llama_tokens(text: str) -> str:
+    for prefix in _LLAMA_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix) :].lstrip()
+    for suffix in _LLAMA_SUFFIXES:
+        if text.endswith(suffix):
+            text = text[: -len(suffix)].rstrip()
+    return text
+
+
+def _last_fence(text: str) -> str:
+    """Content of the last complete ```` ``` ```` fence, minus a ``json`` language tag."""
+    end = text.rfind(_FENCE)
+    start = text.rfind(_FENCE, 0, end)
+    if start < 0:
+        raise _Format("unclosed code fence")
+    body = text[start + len(_FENCE) : end]
+    if body[:4].lower() == "json":
+        body = body[4:]
+    return body.strip()
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` where every failure, including deep nesting and huge ints, is ``_Format``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # json.JSONDecodeError is a ValueError; so is "exceeds the limit for integer string
+        # conversion" from int() on a 5,000-digit literal.
+        raise _Format(f"invalid JSON: {type(exc).__name__}") from None
+
+
+def _call(obj: Any, key: str, alternative: str | None) -> Call:
+    """One call as (name, canonical arguments); ``alternative`` is a tolerated argument key."""
+    if not isinstance(obj, dict):
+        raise _Format(f"call is a JSON {type(obj).__name__}, not an object")
+    name = obj.get("name")
+    if not isinstance(name, str):
+        raise _Format("call has no string 'name'")
+    arguments = obj.get(key)
+    if arguments is None and alternative is not None:
+        arguments = obj.get(alternative)
+    if not isinstance(arguments, dict):
+        raise _Format(f"call {name!r:.50} has no '{key}' object")
+    return name, _canonical(arguments, 0)
+
+
+_PARSERS = {"qwen": _parse_qwen, "llama": _parse_llama}
+
+
+# --- canonical values -----------------------------------------------------------------------
+
+
+def _canonical(value: Any, depth: int) -> Hashable:
+    """A hashable form whose equality is the matching rule (see module docstring).
+
+    ints and floats stay themselves (``1 == 1.0`` and they hash alike); bools, lists and dicts
+    are tagged with private markers so ``True`` never equals ``1``; NaN equals NaN.
+    """
+    if depth > DEPTH_CAP:
+        return object()  # unique: equal to nothing, so too-deep values never match
+    if isinstance(value, bool):
+        return (_BOOL, value)
+    if isinstance(value, float) and value != value:
+        return (_NAN,)
+    if isinstance(value, list):
+        return (_LIST, *(_canonical(item, depth + 1) for item in value))
+    if isinstance(value, dict):
+        return (_DICT, frozenset((k, _canonical(v, depth + 1)) for k, v in value.items()))
+    return value
