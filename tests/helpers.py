@@ -21,7 +21,7 @@ def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
         num_key_value_heads=1,
         head_dim=64,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
@@ -29,8 +29,10 @@ def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger logits than the default init: sampling is not uniform noise
-        model.model.embed_tokens.weight.normal_(0, 0.5)
+    with torch.no_grad():
+        # Untied, with logits of std ~2: samples vary (a tied random model just repeats its last
+        # token) yet are far from uniform noise.
+        model.lm_head.weight.normal_(0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return str(out)

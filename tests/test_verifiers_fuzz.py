@@ -16,7 +16,13 @@ from verifiers import Verdict, apigen, countdown
 
 TIME_LIMIT_S = 1.0
 GOLD_CALL = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: no .hypothesis/ folder in the repo; failures still print the falsifying example.
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Every code point Python can put in a str, lone surrogates (category Cs) included: hypothesis
 # leaves Cs out of text() by default, and even when allowed they are 2k of 1.1M code points, so
@@ -32,9 +38,7 @@ FRAGMENTS = [
     '"name"', '"arguments"', '"parameters"', ":", ",", "[", "]", '"get_weather"', "true", "1.0",
     "NaN", "null", '{"city": "Paris", "days": 3}', "<|python_tag|>",
 ]  # fmt: skip
-STEERED_TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), ANY_TEXT), max_size=40).map(
-    "".join
-)
+STEERED_TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), ANY_TEXT), max_size=40).map("".join)
 
 
 def check_countdown(response: str) -> Verdict:
@@ -152,7 +156,7 @@ def leaves(tree: Tree) -> list[int]:
     return [tree] if isinstance(tree, int) else leaves(tree[1]) + leaves(tree[2])
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(trees(), st.booleans())
 def test_parser_matches_reference_semantics(tree: Tree, minimal: bool) -> None:
     value = evaluate(tree)
@@ -169,7 +173,7 @@ def test_parser_matches_reference_semantics(tree: Tree, minimal: bool) -> None:
         assert verdict.error == countdown.MISSED_TARGET
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=4), st.integers(0, 60))
 def test_solve_agrees_with_verify(nums: list[int], target: int) -> None:
     equation = countdown.solve(nums, target)
@@ -200,7 +204,7 @@ def render_call(name: str, arguments: dict[str, Any], template: str) -> str:
     return json.dumps({"name": name, "parameters": arguments})
 
 
-@FUZZ
+@settings(FUZZ, max_examples=150)
 @given(ARGUMENTS, st.sampled_from(apigen.TEMPLATES), st.data())
 def test_apigen_round_trip_and_mutation(
     arguments: dict[str, Any], template: str, data: st.DataObject

@@ -31,10 +31,9 @@ truncated, so a cut cannot turn garbage into a call); ``json.loads`` failures of
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Hashable
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from verifiers.verdict import Verdict
 
@@ -82,8 +81,23 @@ _LIST = _Marker("list")
 _DICT = _Marker("dict")
 _BOOL = _Marker("bool")
 _NAN = _Marker("nan")
+_TRUE_FORM = (_BOOL, True)
+_FALSE_FORM = (_BOOL, False)
+_NAN_FORM = (_NAN,)
+_PLAIN = frozenset({str, int, type(None)})  # types whose canonical form is the value itself
+
+# The module-level decoder's ``decode`` is what ``json.loads`` ends up calling; calling it
+# directly skips ``loads``' argument checks on the hot path. Same parsing, same exceptions.
+_DECODE = json.JSONDecoder().decode
 
 Call = tuple[str, Hashable]  # (tool name, canonical arguments)
+
+
+class _Gold(NamedTuple):
+    """Canonical gold calls plus their sorted names, computed once per distinct answer string."""
+
+    calls: tuple[Call, ...]
+    names: list[str]
 
 
 def verify(response: str, answers: str | list, tools: str | list, template: str) -> Verdict:
@@ -102,7 +116,7 @@ def verify(response: str, answers: str | list, tools: str | list, template: str)
         return Verdict.fail(FORMAT, f"verifier error: {type(exc).__name__}")
 
 
-def _judge(response: str, gold: tuple[Call, ...], tools: str | list, template: str) -> Verdict:
+def _judge(response: str, gold: _Gold, tools: str | list, template: str) -> Verdict:
     """Parse, then compare names, then arguments."""
     if not isinstance(response, str):
         return Verdict.fail(FORMAT, f"response is {type(response).__name__}, not str")
@@ -111,39 +125,47 @@ def _judge(response: str, gold: tuple[Call, ...], tools: str | list, template: s
     try:
         extracted, predicted = _PARSERS[template](response)
     except _Format as exc:
-        if not gold and template == "llama":
+        if not gold.calls and template == "llama":
             # Llama answers in prose when it makes no call; only a call could be wrong here.
             return Verdict.ok(detail="no call expected, none made")
         return Verdict.fail(FORMAT, str(exc))
     if not predicted:
-        if gold:
+        if gold.calls:
             return Verdict.fail(FORMAT, "no call made", extracted or None)
         return Verdict.ok(extracted or None, "no call expected, none made")
     return _compare(predicted, gold, tools, extracted)
 
 
-def _compare(
-    predicted: list[Call], gold: tuple[Call, ...], tools: str | list, extracted: str
-) -> Verdict:
-    """Multiset comparison: names first (``tool_choice``), then whole calls (``parameters``)."""
-    predicted_names = Counter(name for name, _ in predicted)
-    gold_names = Counter(name for name, _ in gold)
-    if predicted_names != gold_names:
-        return Verdict.fail(
-            TOOL_CHOICE, _names_detail(predicted_names, gold_names, tools), extracted
-        )
-    if Counter(predicted) != Counter(gold):
-        wrong = sorted({name for name, _ in Counter(predicted) - Counter(gold)})
-        return Verdict.fail(PARAMETERS, f"arguments differ for {wrong}", extracted)
+def _compare(predicted: list[Call], gold: _Gold, tools: str | list, extracted: str) -> Verdict:
+    """Multiset comparison: names first (``tool_choice``), then whole calls (``parameters``).
+
+    Sorted name lists and ``list.remove`` beat ``Counter`` for the handful of calls a row has;
+    a response with thousands of calls fails the (cheap) name check before the quadratic part.
+    """
+    names = sorted([name for name, _ in predicted])
+    if names != gold.names:
+        return Verdict.fail(TOOL_CHOICE, _names_detail(names, gold.names, tools), extracted)
+    unmatched = list(gold.calls)
+    for call in predicted:
+        try:
+            unmatched.remove(call)
+        except ValueError:
+            return Verdict.fail(PARAMETERS, f"arguments differ for {call[0]!r:.100}", extracted)
     return Verdict.ok(extracted)
 
 
-def _names_detail(predicted: Counter[str], gold: Counter[str], tools: str | list) -> str:
+def _names_detail(predicted: list[str], gold: list[str], tools: str | list) -> str:
     """Explain a ``tool_choice`` error: missing / extra names, and names not among the tools."""
-    extra = sorted((predicted - gold).elements())
-    missing = sorted((gold - predicted).elements())
-    unknown = [name for name in extra if name not in _tool_names(tools)]
-    detail = f"extra calls {extra}, missing calls {missing}"
+    extra = list(predicted)
+    missing = []
+    for name in gold:
+        if name in extra:
+            extra.remove(name)
+        else:
+            missing.append(name)
+    known = _tool_names(tools)
+    unknown = [name for name in extra[:20] if name not in known]
+    detail = f"extra calls {extra[:20]}, missing calls {missing}"
     return f"{detail}; not in tools: {unknown}" if unknown else detail
 
 
@@ -159,7 +181,7 @@ def _tool_names(tools: str | list) -> frozenset[str]:
 # --- gold -----------------------------------------------------------------------------------
 
 
-def _gold_calls(answers: str | list) -> tuple[Call, ...]:
+def _gold_calls(answers: str | list) -> _Gold:
     """Canonical gold calls; JSON strings are cached because RL samples each prompt many times."""
     if isinstance(answers, str):
         return _gold_from_json(answers)
@@ -167,11 +189,11 @@ def _gold_calls(answers: str | list) -> tuple[Call, ...]:
 
 
 @lru_cache(maxsize=4096)
-def _gold_from_json(answers: str) -> tuple[Call, ...]:
+def _gold_from_json(answers: str) -> _Gold:
     return _gold_from_list(json.loads(answers))
 
 
-def _gold_from_list(answers: list) -> tuple[Call, ...]:
+def _gold_from_list(answers: list) -> _Gold:
     if not isinstance(answers, list):
         raise ValueError(f"gold answers must be a list, got {type(answers).__name__}")
     calls = []
@@ -183,7 +205,7 @@ def _gold_from_list(answers: list) -> tuple[Call, ...]:
         ):
             raise ValueError(f"malformed gold answer {answer!r:.200}")
         calls.append((answer["name"], _canonical(answer["arguments"], 0)))
-    return tuple(calls)
+    return _Gold(tuple(calls), sorted(name for name, _ in calls))
 
 
 @lru_cache(maxsize=1024)
@@ -251,7 +273,7 @@ def _last_fence(text: str) -> str:
 def _loads(text: str) -> Any:
     """``json.loads`` where every failure, including deep nesting and huge ints, is ``_Format``."""
     try:
-        return json.loads(text)
+        return _DECODE(text)
     except (ValueError, RecursionError, MemoryError) as exc:
         # json.JSONDecodeError is a ValueError; so is "exceeds the limit for integer string
         # conversion" from int() on a 5,000-digit literal.
@@ -283,16 +305,46 @@ def _canonical(value: Any, depth: int) -> Hashable:
     """A hashable form whose equality is the matching rule (see module docstring).
 
     ints and floats stay themselves (``1 == 1.0`` and they hash alike); bools, lists and dicts
-    are tagged with private markers so ``True`` never equals ``1``; NaN equals NaN.
+    are tagged with private markers so ``True`` never equals ``1``; NaN equals NaN. Exact-type
+    checks first because JSON only produces exact types and this is the verifier's hot path;
+    the ``isinstance`` fallback serves gold lists built in Python with subclasses.
     """
-    if depth > DEPTH_CAP:
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return value
+    if kind is float:
+        return value if value == value else _NAN_FORM
+    if kind is bool:
+        return _TRUE_FORM if value else _FALSE_FORM
+    if depth >= DEPTH_CAP:
         return object()  # unique: equal to nothing, so too-deep values never match
+    # Plain scalars are inlined below: most argument values are strings and ints, and skipping a
+    # Python call per value is most of this function's cost.
+    if kind is dict:
+        return (
+            _DICT,
+            frozenset(
+                [
+                    (k, v if type(v) in _PLAIN else _canonical(v, depth + 1))
+                    for k, v in value.items()
+                ]
+            ),
+        )
+    if kind is list:
+        return (_LIST, *[v if type(v) in _PLAIN else _canonical(v, depth + 1) for v in value])
+    return _canonical_subclass(value, depth)
+
+
+def _canonical_subclass(value: Any, depth: int) -> Hashable:
+    """``_canonical`` for subclasses of the JSON types (never reached for parsed JSON)."""
     if isinstance(value, bool):
-        return (_BOOL, value)
-    if isinstance(value, float) and value != value:
-        return (_NAN,)
-    if isinstance(value, list):
-        return (_LIST, *(_canonical(item, depth + 1) for item in value))
+        return _TRUE_FORM if value else _FALSE_FORM
+    if isinstance(value, float):
+        return float(value) if value == value else _NAN_FORM
+    if isinstance(value, str | int):
+        return value
     if isinstance(value, dict):
-        return (_DICT, frozenset((k, _canonical(v, depth + 1)) for k, v in value.items()))
+        return (_DICT, frozenset([(k, _canonical(v, depth + 1)) for k, v in value.items()]))
+    if isinstance(value, list | tuple):
+        return (_LIST, *[_canonical(item, depth + 1) for item in value])
     return value

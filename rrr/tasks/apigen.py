@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import verifiers.apigen
-
 from rrr.tasks.base import Message, Row, RowError, Task, message, require
 from verifiers import Verdict
 
@@ -59,7 +58,7 @@ LLAMA_USER_TEMPLATE = (
     "proper arguments that best answers the given prompt.\n"
     "\n"
     'Respond in the format {"name": function name, "parameters": dictionary of argument name '
-    'and its value}. Do not use variables.\n'
+    "and its value}. Do not use variables.\n"
     "\n"
     "{List of tools, each on a new line}\n"
     "\n"

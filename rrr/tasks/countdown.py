@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import verifiers.countdown
-
 from rrr.tasks.base import Message, Row, RowError, Task, message, require
 from verifiers import Verdict
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from fractions import Fraction
 from itertools import islice
+from math import gcd
 
-Number = int | Fraction
+# Exact rationals without fractions.Fraction (whose hashing dominated the search's run time):
+# an int, or a reduced (numerator, denominator) tuple with denominator > 1. Each value has one
+# representation, so dict keys compare exactly.
+Value = int | tuple[int, int]
 # Expression trees are built as cheap tuples during the search and only formatted on success:
 # an int leaf, or (op, left, right).
 Expr = int | tuple[str, "Expr", "Expr"]
@@ -28,83 +31,167 @@ ALL_OPS = "+-*/"
 _MIN_COUNT, _MAX_COUNT = 2, 6
 # Give up (rather than loop forever) if the settings make solvable problems vanishingly rare.
 MAX_ATTEMPTS_PER_PROBLEM = 100_000
+# Cap on memoised reachable values (summed over cached subsets); past it the memo is dropped.
+# Results are a pure function of the subset, so clearing never changes any output.
+_CACHE_BUDGET = 500_000
+
+# The six results _arith returns, in order: (symbol, operands swapped).
+_OP_TABLE: tuple[tuple[str, bool], ...] = (
+    ("+", False),  # a + b
+    ("-", False),  # a - b
+    ("-", True),  # b - a
+    ("*", False),  # a * b
+    ("/", False),  # a / b
+    ("/", True),  # b / a
+)
 
 
-def _div(a: Number, b: Number) -> Number:
-    # Exact division; stay in ints when possible (int arithmetic is ~10x faster than Fraction).
-    if type(a) is int and type(b) is int:
-        return a // b if a % b == 0 else Fraction(a, b)
-    q = Fraction(a) / b
-    return q.numerator if q.denominator == 1 else q
+def _frac(p: int, q: int) -> Value:
+    """p / q in canonical form (q != 0)."""
+    if q < 0:
+        p, q = -p, -q
+    g = gcd(p, q)
+    if g != 1:
+        p //= g
+        q //= g
+    return p if q == 1 else (p, q)
 
 
-class _Searcher:
-    """Exhaustive search over every way of combining two remaining values with one operation
-    (covers every binary expression tree), stopping at the first expression equal to target."""
+def _arith(a: Value, b: Value) -> tuple[Value, Value, Value, Value, Value | None, Value | None]:
+    """(a + b, a - b, b - a, a * b, a / b, b / a); a division by zero gives None."""
+    if type(a) is int and type(b) is int:  # fast path: most intermediate values are integers
+        return (
+            a + b,
+            a - b,
+            b - a,
+            a * b,
+            (a // b if a % b == 0 else _frac(a, b)) if b else None,
+            (b // a if b % a == 0 else _frac(b, a)) if a else None,
+        )
+    pa, qa = (a, 1) if type(a) is int else a
+    pb, qb = (b, 1) if type(b) is int else b
+    xa, xb, den = pa * qb, pb * qa, qa * qb
+    return (
+        _frac(xa + xb, den),
+        _frac(xa - xb, den),
+        _frac(xb - xa, den),
+        _frac(pa * pb, den),
+        _frac(xa, xb) if xb else None,
+        _frac(xb, xa) if xa else None,
+    )
+
+
+def _splits(n: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Unordered two-way splits of positions 0..n-1 (position 0 always on the left), smallest
+    larger side first, so cheap balanced splits (2+2) are tried before 1+3."""
+    out = []
+    for mask in range(1, 2**n - 1):
+        if mask & 1:
+            left = tuple(i for i in range(n) if mask >> i & 1)
+            right = tuple(i for i in range(n) if not mask >> i & 1)
+            out.append((left, right))
+    out.sort(key=lambda split: max(len(split[0]), len(split[1])))  # stable: deterministic
+    return out
+
+
+class _Solver:
+    """Exhaustive Countdown search by subset dynamic programming with exact rationals.
+
+    Every expression using all numbers once splits at its root into two expressions over
+    complementary sub-multisets, so ``reach(S)`` (value -> one expression) is built from the
+    reach of the parts, and a target is found at the root by looking up, for each value r of one
+    part, the single value the other part would need (t - r, r - t, ...). Sub-results are memoised
+    per sorted number tuple. Dicts keep insertion order, so results are deterministic.
+    """
 
     def __init__(self, ops: str) -> None:
+        self.active = tuple(k for k, (sym, _) in enumerate(_OP_TABLE) if sym in ops)
         self.add = "+" in ops
         self.sub = "-" in ops
         self.mul = "*" in ops
         self.div = "/" in ops
+        self._cache: dict[tuple[int, ...], dict[Value, Expr]] = {}
+        self._cached_values = 0
+        self._splits = {n: _splits(n) for n in range(2, _MAX_COUNT + 1)}
 
-    def _pairs(self, a: Number, ea: Expr, b: Number, eb: Expr) -> list[tuple[Number, Expr]]:
-        out: list[tuple[Number, Expr]] = []
-        if self.add:
-            out.append((a + b, ("+", ea, eb)))
-        if self.sub:
-            out.append((a - b, ("-", ea, eb)))
-            out.append((b - a, ("-", eb, ea)))
-        if self.mul:
-            out.append((a * b, ("*", ea, eb)))
-        if self.div:
-            if b != 0:
-                out.append((_div(a, b), ("/", ea, eb)))
-            if a != 0:
-                out.append((_div(b, a), ("/", eb, ea)))
+    def _parts(self, nums: tuple[int, ...]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        seen: set[tuple[int, ...]] = set()  # membership only; duplicates give equal splits
+        parts = []
+        for left, right in self._splits[len(nums)]:
+            a = tuple(nums[i] for i in left)
+            if a not in seen:
+                seen.add(a)
+                parts.append((a, tuple(nums[i] for i in right)))
+        return parts
+
+    def reach(self, nums: tuple[int, ...]) -> dict[Value, Expr]:
+        """Every value an expression using each of ``nums`` (sorted) once can take."""
+        if len(nums) == 1:
+            return {nums[0]: nums[0]}
+        cached = self._cache.get(nums)
+        if cached is not None:
+            return cached
+        out: dict[Value, Expr] = {}
+        active = self.active
+        for a, b in self._parts(nums):
+            right = self.reach(b)
+            for va, ea in self.reach(a).items():
+                for vb, eb in right.items():
+                    results = _arith(va, vb)
+                    for k in active:
+                        v = results[k]
+                        if v is not None and v not in out:
+                            sym, swap = _OP_TABLE[k]
+                            out[v] = (sym, eb, ea) if swap else (sym, ea, eb)
+        if self._cached_values + len(out) > _CACHE_BUDGET:
+            self._cache.clear()
+            self._cached_values = 0
+        self._cache[nums] = out
+        self._cached_values += len(out)
         return out
 
-    def _last(self, a: Number, ea: Expr, b: Number, eb: Expr, t: int) -> Expr | None:
-        # Two values left: test each operation against the target without building results
-        # (a / b == t  <=>  a == t * b for b != 0), which avoids Fraction division entirely.
-        if self.add and a + b == t:
-            return ("+", ea, eb)
-        if self.sub:
-            if a - b == t:
-                return ("-", ea, eb)
-            if b - a == t:
-                return ("-", eb, ea)
-        if self.mul and a * b == t:
-            return ("*", ea, eb)
-        if self.div:
-            if b != 0 and a == t * b:
-                return ("/", ea, eb)
-            if a != 0 and b == t * a:
-                return ("/", eb, ea)
+    def _match(self, small: dict[Value, Expr], large: dict[Value, Expr], t: int) -> Expr | None:
+        # For each value r of one side, the other side must supply exactly one value s.
+        for r, er in small.items():
+            r_plus_t, r_minus_t, t_minus_r, r_times_t, r_over_t, t_over_r = _arith(r, t)
+            if self.add and t_minus_r in large:  # r + s = t
+                return ("+", er, large[t_minus_r])
+            if self.sub:
+                if r_minus_t in large:  # r - s = t
+                    return ("-", er, large[r_minus_t])
+                if r_plus_t in large:  # s - r = t
+                    return ("-", large[r_plus_t], er)
+            if r != 0:
+                if self.mul and t_over_r in large:  # r * s = t
+                    return ("*", er, large[t_over_r])
+                if self.div:
+                    if r_over_t is not None and r_over_t in large:  # r / s = t (s != 0)
+                        return ("/", er, large[r_over_t])
+                    if r_times_t in large:  # s / r = t
+                        return ("/", large[r_times_t], er)
         return None
 
-    def search(
-        self, vals: list[Number], exprs: list[Expr], t: int, dead: set[tuple[Number, ...]]
-    ) -> Expr | None:
-        n = len(vals)
-        if n == 1:
-            return exprs[0] if vals[0] == t else None
-        if n == 2:
-            return self._last(vals[0], exprs[0], vals[1], exprs[1], t)
-        # Memoise failed value multisets (order-free); a set used only for membership.
-        key = tuple(sorted(vals))
-        if key in dead:
-            return None
-        for i in range(n):
-            for j in range(i + 1, n):
-                rest_v = [vals[k] for k in range(n) if k != i and k != j]
-                rest_e = [exprs[k] for k in range(n) if k != i and k != j]
-                for value, expr in self._pairs(vals[i], exprs[i], vals[j], exprs[j]):
-                    found = self.search([*rest_v, value], [*rest_e, expr], t, dead)
-                    if found is not None:
-                        return found
-        dead.add(key)
+    def find(self, nums: list[int], target: int) -> Expr | None:
+        key = tuple(sorted(nums))
+        if len(key) == 1:
+            return key[0] if key[0] == target else None
+        for a, b in self._parts(key):
+            ra, rb = self.reach(a), self.reach(b)
+            small, large = (ra, rb) if len(ra) <= len(rb) else (rb, ra)
+            found = self._match(small, large, target)
+            if found is not None:
+                return found
         return None
+
+
+_SOLVERS: dict[str, _Solver] = {}
+
+
+def _solver(ops: str) -> _Solver:
+    # One memo per ops set, shared by solve() and every generator stream.
+    if ops not in _SOLVERS:
+        _SOLVERS[ops] = _Solver(ops)
+    return _SOLVERS[ops]
 
 
 def _format(expr: Expr, top: bool = True) -> str:
@@ -116,8 +203,8 @@ def _format(expr: Expr, top: bool = True) -> str:
     return text if top else f"({text})"
 
 
-def _solve(searcher: _Searcher, nums: list[int], target: int) -> str | None:
-    found = searcher.search(list(nums), list(nums), target, set())
+def _solve(solver: _Solver, nums: list[int], target: int) -> str | None:
+    found = solver.find(nums, target)
     return None if found is None else _format(found)
 
 
@@ -130,7 +217,7 @@ def check_ops(ops: str) -> str:
 
 def solve(nums: list[int], target: int, ops: str = ALL_OPS) -> str | None:
     """An equation using every number once that evaluates exactly to ``target``, or ``None``."""
-    return _solve(_Searcher(check_ops(ops)), nums, target)
+    return _solve(_solver(check_ops(ops)), nums, target)
 
 
 def _check_ranges(
@@ -167,7 +254,13 @@ def iter_problems(
     # Validate eagerly (a generator body would only run on the first next()).
     _check_ranges(min_nums, max_nums, min_num, max_num, min_target, max_target)
     return _stream(
-        random.Random(seed), min_nums, max_nums, min_num, max_num, min_target, max_target,
+        random.Random(seed),
+        min_nums,
+        max_nums,
+        min_num,
+        max_num,
+        min_target,
+        max_target,
         check_ops(ops),
     )
 
@@ -182,13 +275,13 @@ def _stream(
     max_target: int,
     ops: str,
 ) -> Iterator[dict[str, object]]:
-    searcher = _Searcher(ops)
+    solver = _solver(ops)
     while True:
         for _ in range(MAX_ATTEMPTS_PER_PROBLEM):
             count = rng.randint(min_nums, max_nums)
             nums = [rng.randint(min_num, max_num) for _ in range(count)]
             target = rng.randint(min_target, max_target)
-            solution = _solve(searcher, nums, target)
+            solution = _solve(solver, nums, target)
             if solution is not None:
                 yield {"nums": nums, "target": target, "solution": solution}
                 break
