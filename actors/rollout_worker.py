@@ -62,13 +62,17 @@ class RolloutFleet:
         r = cfg.rollout
         workers = []
         for i in range(r.num_workers):
-            options: dict[str, Any] = {"num_cpus": r.num_cpus_per_worker,
-                                       "num_gpus": r.num_gpus_per_worker}  # fmt: skip
+            options: dict[str, Any] = {
+                "num_cpus": r.num_cpus_per_worker,
+                "num_gpus": r.num_gpus_per_worker,
+            }
             if placement_group is not None:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=placement_group, placement_group_bundle_index=i
                 )
-            workers.append(RolloutWorker.options(**options).remote(**engine_kwargs(cfg, model_path)))
+            workers.append(
+                RolloutWorker.options(**options).remote(**engine_kwargs(cfg, model_path))
+            )
         try:
             ray.get([w.ping.remote() for w in workers], timeout=timeout_s)
         except ray.exceptions.RayActorError as exc:

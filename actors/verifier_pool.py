@@ -51,9 +51,15 @@ class VerifierPool:
     """Round-robins batches over N actors; satisfies rrr.generation.Verifier."""
 
     def __init__(
-        self, task_name: str, family: str, *, num_workers: int = 2, timeout_s: float = 10.0,
-        batch_size: int = 256, num_cpus: float = 0.5,
-    ) -> None:  # fmt: skip
+        self,
+        task_name: str,
+        family: str,
+        *,
+        num_workers: int = 2,
+        timeout_s: float = 10.0,
+        batch_size: int = 256,
+        num_cpus: float = 0.5,
+    ) -> None:
         self.actors = [
             VerifierActor.options(num_cpus=num_cpus).remote(task_name, family)
             for _ in range(num_workers)
@@ -67,9 +73,7 @@ class VerifierPool:
         batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         refs = [self.actors[i % len(self.actors)].verify.remote(b) for i, b in enumerate(batches)]
         # A batch's budget scales with its length: the per-item time-out, but paid in parallel.
-        deadline = time.monotonic() + self.timeout_s * max(
-            1, -(-len(batches) // len(self.actors))
-        )
+        deadline = time.monotonic() + self.timeout_s * max(1, -(-len(batches) // len(self.actors)))
         results: list[Verdict] = []
         for i, (ref, batch) in enumerate(zip(refs, batches)):
             remaining = max(0.0, deadline - time.monotonic())

@@ -53,7 +53,9 @@ class WeightReceiver:
         )
         self._rrr_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
 
-    def rrr_receive_bucket(self, names: list[str], dtypes: list[str], shapes: list[list[int]]) -> int:
+    def rrr_receive_bucket(
+        self, names: list[str], dtypes: list[str], shapes: list[list[int]]
+    ) -> int:
         """Receive one packed bucket broadcast from rank 0 and load its tensors in place."""
         import torch
 

@@ -29,13 +29,20 @@ def one_run(args: argparse.Namespace) -> dict[str, float]:
     from rrr.models import resolve_model
     from rrr.tasks import get_task
 
-    engine = VLLMEngine(resolve_model(args.model), max_model_len=2048, kv_cache_gib=2,
-                        enable_prefix_caching=args.prefix_caching == "on")  # fmt: skip
+    engine = VLLMEngine(
+        resolve_model(args.model),
+        max_model_len=2048,
+        kv_cache_gib=2,
+        enable_prefix_caching=args.prefix_caching == "on",
+    )
     task = get_task("countdown", "qwen")
-    rows = [task.validate_row(json.loads(line))
-            for line in DATA.read_text().splitlines()[: args.queries]]  # fmt: skip
-    episodes = EpisodeEngine(task, ChatRenderer(engine.tokenizer), engine, LocalVerifier(task),
-                             EpisodeConfig(), 2048)  # fmt: skip
+    rows = [
+        task.validate_row(json.loads(line))
+        for line in DATA.read_text().splitlines()[: args.queries]
+    ]
+    episodes = EpisodeEngine(
+        task, ChatRenderer(engine.tokenizer), engine, LocalVerifier(task), EpisodeConfig(), 2048
+    )
     episodes.first_attempts(rows[:2], n=2, max_tokens=8)  # warm-up
     t0 = time.perf_counter()
     samples, verdicts, _ = episodes.first_attempts(rows, n=args.k, max_tokens=args.max_tokens)
@@ -58,16 +65,29 @@ def main() -> None:
         return
     results = {}
     for setting in ("off", "on"):
-        cmd = [sys.executable, __file__, "--model", args.model, "--queries", str(args.queries),
-               "--k", str(args.k), "--max-tokens", str(args.max_tokens),
-               "--prefix-caching", setting]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--model",
+            args.model,
+            "--queries",
+            str(args.queries),
+            "--k",
+            str(args.k),
+            "--max-tokens",
+            str(args.max_tokens),
+            "--prefix-caching",
+            setting,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results[setting] = json.loads(out.split("RESULT ", 1)[1])
     print(f"{args.queries} queries x K={args.k} samples, <= {args.max_tokens} tokens each")
     for setting, r in results.items():
         rate = args.queries / r["seconds"]
-        print(f"prefix caching {setting:>3}: {r['seconds']:7.2f} s  {rate:6.2f} queries/s  "
-              f"{r['tokens'] / r['seconds']:7.1f} tokens/s  failed queries {r['failed_queries']}")  # fmt: skip
+        print(
+            f"prefix caching {setting:>3}: {r['seconds']:7.2f} s  {rate:6.2f} queries/s  "
+            f"{r['tokens'] / r['seconds']:7.1f} tokens/s  failed queries {r['failed_queries']}"
+        )
     speedup = results["off"]["seconds"] / results["on"]["seconds"]
     print(f"speed-up from prefix caching: {speedup:.2f}x")
 

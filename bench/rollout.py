@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.verifier_pool import LocalVerifier  # noqa: E402
-from actors.vllm_engine import VLLMEngine  # noqa: E402
-from rrr.chat import ChatRenderer  # noqa: E402
-from rrr.config import EpisodeConfig  # noqa: E402
-from rrr.episodes import EpisodeEngine, Failure  # noqa: E402
-from rrr.generation import GenRequest, Sample  # noqa: E402
-from rrr.models import resolve_model  # noqa: E402
-from rrr.tasks import get_task  # noqa: E402
+from actors.verifier_pool import LocalVerifier
+from actors.vllm_engine import VLLMEngine
+from rrr.chat import ChatRenderer
+from rrr.config import EpisodeConfig
+from rrr.episodes import EpisodeEngine, Failure
+from rrr.generation import GenRequest, Sample
+from rrr.models import resolve_model
+from rrr.tasks import get_task
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "countdown_sample.jsonl"
 
@@ -55,8 +55,15 @@ def replay_raw(engine: VLLMEngine, calls) -> tuple[int, float]:
             for s in samples:
                 n = max(len(s.token_ids), 1)
                 prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
-                params.append(SamplingParams(temperature=req.temperature, max_tokens=n,
-                                             min_tokens=n, ignore_eos=True, logprobs=0))  # fmt: skip
+                params.append(
+                    SamplingParams(
+                        temperature=req.temperature,
+                        max_tokens=n,
+                        min_tokens=n,
+                        ignore_eos=True,
+                        logprobs=0,
+                    )
+                )
         t0 = time.perf_counter()
         results = engine.llm.generate(prompts, params, use_tqdm=False)
         seconds += time.perf_counter() - t0
@@ -75,11 +82,17 @@ def main() -> None:
     path = resolve_model(args.model)
     engine = VLLMEngine(path, max_model_len=2048, kv_cache_gib=2)
     task = get_task("countdown", "qwen")
-    rows = [task.validate_row(json.loads(line))
-            for line in DATA.read_text().splitlines()[: args.failures]]  # fmt: skip
+    rows = [
+        task.validate_row(json.loads(line))
+        for line in DATA.read_text().splitlines()[: args.failures]
+    ]
     renderer = ChatRenderer(engine.tokenizer)
-    cfg = EpisodeConfig(num_reflections=args.reflections, max_attempt_tokens=args.max_tokens,
-                        max_reflection_tokens=args.max_tokens, max_retry_tokens=args.max_tokens)  # fmt: skip
+    cfg = EpisodeConfig(
+        num_reflections=args.reflections,
+        max_attempt_tokens=args.max_tokens,
+        max_reflection_tokens=args.max_tokens,
+        max_retry_tokens=args.max_tokens,
+    )
     warm = EpisodeEngine(task, renderer, engine, LocalVerifier(task), cfg, 2048)
     samples, _, _ = warm.first_attempts(rows)  # also warms the engine up
     failures = [Failure(r, g[0].token_ids, g[0].text) for r, g in zip(rows, samples)]
@@ -96,8 +109,10 @@ def main() -> None:
     raw_tokens, raw_s = replay_raw(engine, recorder.calls)
     ours, raw = engine_tokens / engine_s, raw_tokens / raw_s
     ratio = ours / raw
-    print(f"episodes: {len(batch.episodes)} ({len(failures)} failures x G={args.reflections}), "
-          f"generate calls: {len(recorder.calls)}")  # fmt: skip
+    print(
+        f"episodes: {len(batch.episodes)} ({len(failures)} failures x G={args.reflections}), "
+        f"generate calls: {len(recorder.calls)}"
+    )
     print(f"{'':14}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
     print(f"{'episode engine':14}{engine_tokens:>8}{engine_s:>10.2f}{ours:>10.1f}")
     print(f"{'raw vLLM':14}{raw_tokens:>8}{raw_s:>10.2f}{raw:>10.1f}")

@@ -11,6 +11,7 @@ starts: unknown keys, wrong types, values outside their allowed set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -25,7 +26,7 @@ class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range; the message starts with its path."""
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+def _f(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field that carries its help text (shown by --help-config)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
@@ -122,8 +123,9 @@ class EpisodeConfig:
 @dataclass
 class EvalConfig:
     temperature: float = _f(
-        0.0, "Sampling temperature of first try, reflection and retry in `rrr eval` (0 = greedy,"
-        " deterministic; the paper does not state its decoding)."
+        0.0,
+        "Sampling temperature of first try, reflection and retry in `rrr eval` (0 = greedy,"
+        " deterministic; the paper does not state its decoding).",
     )
     max_tokens: int = _f(1024, "Longest first try / retry in evaluation.")
     max_reflection_tokens: int = _f(512, "Longest reflection in evaluation.")
@@ -289,7 +291,10 @@ _NON_NEGATIVE = {
     "episode.rewarded_reflection", "eval.temperature", "eval.num_examples",
 }  # fmt: skip
 _UNIT_INTERVAL = {
-    "learner.warmup_ratio", "episode.top_p", "failures.top_p", "rollout.gpu_memory_utilization",
+    "learner.warmup_ratio",
+    "episode.top_p",
+    "failures.top_p",
+    "rollout.gpu_memory_utilization",
 }
 
 
@@ -327,9 +332,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value not in allowed or type(value) is not type(
-            next(a for a in allowed if a == value)
-        ):
+        if value not in allowed or type(value) is not type(next(a for a in allowed if a == value)):
             raise ConfigError(f"{path}: must be one of {list(allowed)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
@@ -405,10 +408,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     value = yaml.safe_load(raw) if raw.strip() else ""
     # YAML 1.1 reads "1e-6" as a string (no dot); users mean a float.
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value) if any(c in value.lower() for c in "e.") else value
-        except ValueError:
-            pass
     return key, value
 
 
@@ -449,5 +450,7 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, 
         if dataclasses.is_dataclass(tp):
             rows.extend(describe(tp, f"{key}."))
         else:
-            rows.append((key, _type_name(tp), getattr(defaults, f.name), f.metadata.get("help", "")))
+            rows.append(
+                (key, _type_name(tp), getattr(defaults, f.name), f.metadata.get("help", ""))
+            )
     return rows

@@ -24,7 +24,7 @@ from typing import Any
 
 from rrr.chat import ChatRenderer, Message
 from rrr.config import EpisodeConfig
-from rrr.generation import GenRequest, Generator, Sample, Verifier
+from rrr.generation import Generator, GenRequest, Sample, Verifier
 from rrr.tasks.base import Task
 from verifiers import Verdict
 
@@ -121,9 +121,13 @@ class EpisodeEngine:
     # ------------------------------------------------------------------ phases
 
     def first_attempts(
-        self, rows: list[dict[str, Any]], *, n: int = 1, temperature: float | None = None,
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        n: int = 1,
+        temperature: float | None = None,
         max_tokens: int | None = None,
-    ) -> tuple[list[list[Sample]], list[list[Verdict]], float]:  # fmt: skip
+    ) -> tuple[list[list[Sample]], list[list[Verdict]], float]:
         """Sample n first attempts per row and verify them (online mode, eval, build-failures)."""
         requests = [
             self._request(
@@ -176,8 +180,9 @@ class EpisodeEngine:
             firsts = [c for c in live if round_ > 0 or c.group_index == 0]
             n = 1 if round_ > 0 else G
             t0 = time.perf_counter()
-            outs = self._generate_for(firsts, n, self.cfg.temperature, self.cfg.max_reflection_tokens,
-                                      counters)  # fmt: skip
+            outs = self._generate_for(
+                firsts, n, self.cfg.temperature, self.cfg.max_reflection_tokens, counters
+            )
             timings["reflect_s"] += time.perf_counter() - t0
             reflections = self._spread(live, firsts, outs, n)
             for c, sample in reflections:
@@ -190,9 +195,14 @@ class EpisodeEngine:
                 c.history.append({"role": "assistant", "content": sample.text})
                 if round_ == self.cfg.rewarded_reflection:
                     c.episode = Episode(
-                        c.failure_index, c.group_index, list(c.ids), (start, len(c.ids)),
-                        list(sample.logprobs), sample.text, sample.finish_reason == "length",
-                    )  # fmt: skip
+                        c.failure_index,
+                        c.group_index,
+                        list(c.ids),
+                        (start, len(c.ids)),
+                        list(sample.logprobs),
+                        sample.text,
+                        sample.finish_reason == "length",
+                    )
             # Retry phase: the family's retry turn (paper A.1/A.2), one retry per reflection.
             live = [c for c in live if not c.done]
             for c in live:
@@ -202,13 +212,16 @@ class EpisodeEngine:
                 )
                 c.history += retry_msgs
             t0 = time.perf_counter()
-            outs = self._generate_for(live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens,
-                                      counters)  # fmt: skip
+            outs = self._generate_for(
+                live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens, counters
+            )
             timings["retry_s"] += time.perf_counter() - t0
             retries = self._spread(live, live, outs, 1)
             t0 = time.perf_counter()
             ok = [(c, s) for c, s in retries if s is not None]
-            verdicts = self.verifier.verify([(failures[c.failure_index].row, s.text) for c, s in ok])
+            verdicts = self.verifier.verify(
+                [(failures[c.failure_index].row, s.text) for c, s in ok]
+            )
             timings["verify_s"] += time.perf_counter() - t0
             for c, s in retries:
                 if s is None:
@@ -232,8 +245,15 @@ class EpisodeEngine:
 
     # ------------------------------------------------------------------ helpers
 
-    def _request(self, prompt: list[int], *, n: int, temperature: float, max_tokens: int,
-                 top_p: float | None = None) -> GenRequest | None:  # fmt: skip
+    def _request(
+        self,
+        prompt: list[int],
+        *,
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        top_p: float | None = None,
+    ) -> GenRequest | None:
         room = self.max_model_len - len(prompt)
         if room < 1:
             return None
@@ -246,8 +266,14 @@ class EpisodeEngine:
             stop_token_ids=self.stop_ids,
         )
 
-    def _generate_for(self, chains: list[_Chain], n: int, temperature: float, max_tokens: int,
-                      counters: Counter[str]) -> dict[int, list[Sample]]:  # fmt: skip
+    def _generate_for(
+        self,
+        chains: list[_Chain],
+        n: int,
+        temperature: float,
+        max_tokens: int,
+        counters: Counter[str],
+    ) -> dict[int, list[Sample]]:
         """One generate call for `chains`; returns samples keyed by chain position."""
         requests: list[GenRequest] = []
         index: list[int] = []
@@ -262,8 +288,9 @@ class EpisodeEngine:
         return dict(zip(index, samples))
 
     @staticmethod
-    def _spread(live: list[_Chain], asked: list[_Chain], outs: dict[int, list[Sample]],
-                n: int) -> list[tuple[_Chain, Sample | None]]:  # fmt: skip
+    def _spread(
+        live: list[_Chain], asked: list[_Chain], outs: dict[int, list[Sample]], n: int
+    ) -> list[tuple[_Chain, Sample | None]]:
         """Hand each live chain its sample. With n=G, the G chains of a failure share the one
         request made by its first chain (group_index 0) and take sample g each."""
         by_chain = {id(c): outs.get(pos) for pos, c in enumerate(asked)}

@@ -33,10 +33,16 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         if verdict is not None and not verdict.correct
     ]
     # One reflection, one retry, at the eval temperature: the paper's second attempt.
-    reflect_cfg = replace(cfg.episode, num_reflections=1, retry_depth=1, rewarded_reflection=0,
-                          temperature=e.temperature, retry_temperature=e.temperature,
-                          max_reflection_tokens=e.max_reflection_tokens,
-                          max_retry_tokens=e.max_tokens)  # fmt: skip
+    reflect_cfg = replace(
+        cfg.episode,
+        num_reflections=1,
+        retry_depth=1,
+        rewarded_reflection=0,
+        temperature=e.temperature,
+        retry_temperature=e.temperature,
+        max_reflection_tokens=e.max_reflection_tokens,
+        max_retry_tokens=e.max_tokens,
+    )
     saved, engine.cfg = engine.cfg, reflect_cfg
     try:
         batch = engine.run(failures) if failures else None
@@ -51,8 +57,9 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         for ep in episodes
         if not (ep.verdicts and ep.verdicts[0].correct)
     )
-    first_errors = Counter((v.error if v else "context_overflow") for v in first
-                           if v is None or not v.correct)  # fmt: skip
+    first_errors = Counter(
+        (v.error if v else "context_overflow") for v in first if v is None or not v.correct
+    )
     lengths = [ep.reflection_len for ep in episodes if ep.reflection_len]
     examples = [
         {
@@ -107,8 +114,13 @@ def markdown_table(results: list[dict[str, Any]], labels: list[str]) -> str:
             f"| {label} | {r['model']} | {r['num_queries']} | {_pct(r['first_try_accuracy'])} | "
             f"{_pct(r['second_try_accuracy'])} | {r['avg_reflection_tokens']:.1f} |"
         )
-    lines += ["", "## First-try error categories (paper Tables 4/5)", "",
-              "| run | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]  # fmt: skip
+    lines += [
+        "",
+        "## First-try error categories (paper Tables 4/5)",
+        "",
+        "| run | " + " | ".join(cats) + " |",
+        "|---|" + "---|" * len(cats),
+    ]
     for label, r in zip(labels, results):
         cells = " | ".join(_pct(r["first_try_errors"].get(c, 0.0)) for c in cats)
         lines.append(f"| {label} | {cells} |")
@@ -127,8 +139,9 @@ def bar_chart(results: list[dict[str, Any]], labels: list[str], path: Path) -> N
         values = [100 * r["first_try_accuracy"], 100 * r["second_try_accuracy"]]
         bars = ax.bar([x + i * width for x in (0, 1)], values, width, label=label)
         ax.bar_label(bars, fmt="%.1f%%", fontsize=8)
-    ax.set_xticks([width * (len(results) - 1) / 2 + x for x in (0, 1)],
-                  ["1st try", "+ reflection 2nd try"])  # fmt: skip
+    ax.set_xticks(
+        [width * (len(results) - 1) / 2 + x for x in (0, 1)], ["1st try", "+ reflection 2nd try"]
+    )
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{results[0]['task']} ({results[0]['num_queries']} queries)")
     ax.legend(fontsize=8)

@@ -55,7 +55,7 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: str)
     """A 2-layer random Llama with SmolLM2's tokenizer and chat template (seeded)."""
     from tests.helpers import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-random"), smollm2_path)
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,10 @@ def prompt(tokenizer) -> list[int]:
 
 
 def test_generate_returns_ids_logprobs_and_n_samples(ray_local, rollout_worker, prompt):
-    reqs = [GenRequest(prompt, n=3, temperature=1.0, max_tokens=16),
-            GenRequest(prompt[:-3], n=1, temperature=0.0, max_tokens=8)]  # fmt: skip
+    reqs = [
+        GenRequest(prompt, n=3, temperature=1.0, max_tokens=16),
+        GenRequest(prompt[:-3], n=1, temperature=0.0, max_tokens=8),
+    ]
     out = ray_local.get(rollout_worker.generate.remote(reqs))
     assert [len(o) for o in out] == [3, 1]
     for group, req in zip(out, reqs):
@@ -90,16 +92,20 @@ def test_episode_tokens_and_mask_align(ray_local, rollout_worker, tokenizer, sha
     import json
 
     task = get_task("countdown", "qwen")
-    rows = [task.validate_row(json.loads(line))
-            for line in (shared_data / "countdown_sample.jsonl").read_text().splitlines()[:3]]  # fmt: skip
+    rows = [
+        task.validate_row(json.loads(line))
+        for line in (shared_data / "countdown_sample.jsonl").read_text().splitlines()[:3]
+    ]
     renderer = ChatRenderer(tokenizer)
     cfg = EpisodeConfig(num_reflections=3, max_reflection_tokens=24, max_retry_tokens=16)
     engine = EpisodeEngine(
         task, renderer, RolloutFleet([rollout_worker]), LocalVerifier(task), cfg, 2048
     )
     attempt_ids = tokenizer.encode("The answer is \\boxed{1+2}", add_special_tokens=False)
-    failures = [Failure(r, attempt_ids + [tokenizer.eos_token_id], "The answer is \\boxed{1+2}")
-                for r in rows]  # fmt: skip
+    failures = [
+        Failure(r, [*attempt_ids, tokenizer.eos_token_id], "The answer is \\boxed{1+2}")
+        for r in rows
+    ]
     batch = engine.run(failures)
 
     assert len(batch.episodes) == 3 * 3

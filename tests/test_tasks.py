@@ -89,7 +89,7 @@ def test_apigen_reflection_prompt_is_the_paper_text() -> None:
         "You tried performing the task, but failed in generating the correct tool call. Reflect "
         "on what went wrong and write a short explanation that will help you do better next time."
     )
-    assert ag.APIGEN_REFLECTION_PROMPT == expected
+    assert expected == ag.APIGEN_REFLECTION_PROMPT
     for family in ("qwen", "llama"):
         assert get_task("apigen", family).reflection_message(_apigen_row()) == {
             "role": "user",
@@ -270,6 +270,11 @@ def test_validate_rows_normalise() -> None:
         "nums": [3, 4],
         "target": 7,
     }
+    # numpy values (pandas/parquet callers) become plain ints, so rows stay JSON-serialisable.
+    np = pytest.importorskip("numpy")
+    row = countdown.validate_row({"nums": np.array([3, 4]), "target": np.int64(7)})
+    assert row == {"nums": [3, 4], "target": 7} and type(row["target"]) is int
+    assert json.dumps(row)
     with pytest.raises(RowError) as info:
         countdown.validate_row({"nums": [True, 2], "target": 3})
     assert info.value.reason == "bad_type:nums"

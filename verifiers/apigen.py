@@ -90,14 +90,23 @@ _PLAIN = frozenset({str, int, type(None)})  # types whose canonical form is the 
 # directly skips ``loads``' argument checks on the hot path. Same parsing, same exceptions.
 _DECODE = json.JSONDecoder().decode
 
+RawCall = tuple[str, dict]  # (tool name, arguments as parsed)
 Call = tuple[str, Hashable]  # (tool name, canonical arguments)
 
 
 class _Gold(NamedTuple):
-    """Canonical gold calls plus their sorted names, computed once per distinct answer string."""
+    """Gold calls in both forms, computed once per distinct answer string.
 
-    calls: tuple[Call, ...]
+    ``plain`` says the gold holds no bool, NaN or over-deep value; then, for a prediction whose
+    JSON text has no ``true``/``false`` literal either, Python's own ``==`` on the parsed values
+    IS the matching rule (it differs only on bool-vs-number and NaN), so the fast C-level
+    comparison can be used instead of building canonical forms.
+    """
+
+    raw: tuple[RawCall, ...]
+    canonical: tuple[Call, ...]
     names: list[str]
+    plain: bool
 
 
 def verify(response: str, answers: str | list, tools: str | list, template: str) -> Verdict:
@@ -109,7 +118,7 @@ def verify(response: str, answers: str | list, tools: str | list, template: str)
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; expected one of {TEMPLATES}")
-    gold = _gold_calls(answers)
+    gold = _gold_from_json(answers) if type(answers) is str else _gold_from_list(answers)
     try:
         return _judge(response, gold, tools, template)
     except Exception as exc:  # last resort: a verifier bug must not kill a reward loop
@@ -125,33 +134,39 @@ def _judge(response: str, gold: _Gold, tools: str | list, template: str) -> Verd
     try:
         extracted, predicted = _PARSERS[template](response)
     except _Format as exc:
-        if not gold.calls and template == "llama":
+        if not gold.raw and template == "llama":
             # Llama answers in prose when it makes no call; only a call could be wrong here.
             return Verdict.ok(detail="no call expected, none made")
         return Verdict.fail(FORMAT, str(exc))
     if not predicted:
-        if gold.calls:
+        if gold.raw:
             return Verdict.fail(FORMAT, "no call made", extracted or None)
         return Verdict.ok(extracted or None, "no call expected, none made")
     return _compare(predicted, gold, tools, extracted)
 
 
-def _compare(predicted: list[Call], gold: _Gold, tools: str | list, extracted: str) -> Verdict:
+def _compare(predicted: list[RawCall], gold: _Gold, tools: str | list, text: str) -> Verdict:
     """Multiset comparison: names first (``tool_choice``), then whole calls (``parameters``).
 
     Sorted name lists and ``list.remove`` beat ``Counter`` for the handful of calls a row has;
     a response with thousands of calls fails the (cheap) name check before the quadratic part.
     """
-    names = sorted([name for name, _ in predicted])
+    names = [predicted[0][0]] if len(predicted) == 1 else sorted([name for name, _ in predicted])
     if names != gold.names:
-        return Verdict.fail(TOOL_CHOICE, _names_detail(names, gold.names, tools), extracted)
-    unmatched = list(gold.calls)
-    for call in predicted:
+        return Verdict.fail(TOOL_CHOICE, _names_detail(names, gold.names, tools), text)
+    if gold.plain and "true" not in text and "false" not in text:
+        # JSON spells bools only as true/false, so neither side holds one: == is exact here.
+        pending: list[Any] = list(gold.raw)
+        calls: list[Any] = predicted
+    else:
+        pending = list(gold.canonical)
+        calls = [(name, _canonical(arguments, 0)) for name, arguments in predicted]
+    for call in calls:
         try:
-            unmatched.remove(call)
+            pending.remove(call)
         except ValueError:
-            return Verdict.fail(PARAMETERS, f"arguments differ for {call[0]!r:.100}", extracted)
-    return Verdict.ok(extracted)
+            return Verdict.fail(PARAMETERS, f"arguments differ for {call[0]!r:.100}", text)
+    return Verdict.ok(text)
 
 
 def _names_detail(predicted: list[str], gold: list[str], tools: str | list) -> str:
@@ -171,32 +186,40 @@ def _names_detail(predicted: list[str], gold: list[str], tools: str | list) -> s
 
 def _tool_names(tools: str | list) -> frozenset[str]:
     """Names of the offered tools, best effort (empty if ``tools`` is malformed)."""
+    if isinstance(tools, str):
+        return _tool_names_from_json(tools)
+    return _names_of(tools)
+
+
+@lru_cache(maxsize=1024)
+def _tool_names_from_json(tools: str) -> frozenset[str]:
     try:
-        parsed = _cached_loads(tools) if isinstance(tools, str) else tools
-        return frozenset(t["name"] for t in parsed if isinstance(t, dict) and "name" in t)
-    except Exception:
+        return _names_of(json.loads(tools))
+    except (ValueError, RecursionError):
         return frozenset()
+
+
+def _names_of(tools: Any) -> frozenset[str]:
+    if not isinstance(tools, list):
+        return frozenset()
+    return frozenset(
+        t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
+    )
 
 
 # --- gold -----------------------------------------------------------------------------------
 
 
-def _gold_calls(answers: str | list) -> _Gold:
-    """Canonical gold calls; JSON strings are cached because RL samples each prompt many times."""
-    if isinstance(answers, str):
-        return _gold_from_json(answers)
-    return _gold_from_list(answers)
-
-
 @lru_cache(maxsize=4096)
 def _gold_from_json(answers: str) -> _Gold:
+    """Gold from its JSON text, cached: RL samples each prompt many times."""
     return _gold_from_list(json.loads(answers))
 
 
 def _gold_from_list(answers: list) -> _Gold:
     if not isinstance(answers, list):
         raise ValueError(f"gold answers must be a list, got {type(answers).__name__}")
-    calls = []
+    raw = []
     for answer in answers:
         if not (
             isinstance(answer, dict)
@@ -204,19 +227,35 @@ def _gold_from_list(answers: list) -> _Gold:
             and isinstance(answer.get("arguments"), dict)
         ):
             raise ValueError(f"malformed gold answer {answer!r:.200}")
-        calls.append((answer["name"], _canonical(answer["arguments"], 0)))
-    return _Gold(tuple(calls), sorted(name for name, _ in calls))
+        raw.append((answer["name"], answer["arguments"]))
+    return _Gold(
+        raw=tuple(raw),
+        canonical=tuple((name, _canonical(arguments, 0)) for name, arguments in raw),
+        names=sorted(name for name, _ in raw),
+        plain=all(_is_plain(arguments, 0) for _, arguments in raw),
+    )
 
 
-@lru_cache(maxsize=1024)
-def _cached_loads(text: str) -> Any:
-    return json.loads(text)
+def _is_plain(value: Any, depth: int) -> bool:
+    """True if ``value`` holds only exact JSON types, no bool, no NaN, within ``DEPTH_CAP``."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:
+        return True
+    if kind is float:
+        return value == value
+    if depth >= DEPTH_CAP:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_is_plain(v, depth + 1) for v in value)
+    return False  # bool, or a subclass from a gold list built in Python: use canonical forms
 
 
 # --- parsing model output -------------------------------------------------------------------
 
 
-def _parse_qwen(response: str) -> tuple[str, list[Call]]:
+def _parse_qwen(response: str) -> tuple[str, list[RawCall]]:
     """Every ``<tool_call>`` block, in order (none: an empty list).
 
     ``str.find`` keeps this linear; a ``<tool_call>(.*?)</tool_call>`` regex would rescan to the
@@ -235,7 +274,7 @@ def _parse_qwen(response: str) -> tuple[str, list[Call]]:
     return "\n".join(blocks), calls
 
 
-def _parse_llama(response: str) -> tuple[str, list[Call]]:
+def _parse_llama(response: str) -> tuple[str, list[RawCall]]:
     """The response (or its last code fence) as one call object or a list of them."""
     text = _strip_llama_tokens(response.strip())
     if _FENCE in text:
@@ -249,6 +288,8 @@ def _parse_llama(response: str) -> tuple[str, list[Call]]:
 
 
 def _strip_llama_tokens(text: str) -> str:
+    if not (text.startswith(_LLAMA_PREFIXES) or text.endswith(_LLAMA_SUFFIXES)):
+        return text  # the common case, in two C calls
     for prefix in _LLAMA_PREFIXES:
         if text.startswith(prefix):
             text = text[len(prefix) :].lstrip()
@@ -280,8 +321,8 @@ def _loads(text: str) -> Any:
         raise _Format(f"invalid JSON: {type(exc).__name__}") from None
 
 
-def _call(obj: Any, key: str, alternative: str | None) -> Call:
-    """One call as (name, canonical arguments); ``alternative`` is a tolerated argument key."""
+def _call(obj: Any, key: str, alternative: str | None) -> RawCall:
+    """One call as (name, arguments); ``alternative`` is a tolerated argument key."""
     if not isinstance(obj, dict):
         raise _Format(f"call is a JSON {type(obj).__name__}, not an object")
     name = obj.get("name")
@@ -292,7 +333,7 @@ def _call(obj: Any, key: str, alternative: str | None) -> Call:
         arguments = obj.get(alternative)
     if not isinstance(arguments, dict):
         raise _Format(f"call {name!r:.50} has no '{key}' object")
-    return name, _canonical(arguments, 0)
+    return name, arguments
 
 
 _PARSERS = {"qwen": _parse_qwen, "llama": _parse_llama}

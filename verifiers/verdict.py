@@ -55,17 +55,49 @@ class Verdict:
                 f"Verdict invariant broken: correct={self.correct!r} error={self.error!r}"
             )
         # Frozen dataclass: the capped copies have to go in through object.__setattr__.
-        if self.detail:
-            object.__setattr__(self, "detail", _safe_text(self.detail, DETAIL_CAP))
-        if self.extracted is not None:
-            object.__setattr__(self, "extracted", _safe_text(self.extracted, EXTRACTED_CAP))
+        object.__setattr__(self, "detail", _capped_detail(self.detail))
+        object.__setattr__(self, "extracted", _capped_extracted(self.extracted))
 
     @classmethod
     def ok(cls, extracted: str | None = None, detail: str = "") -> Verdict:
-        """A correct verdict."""
-        return cls(True, None, detail, extracted)
+        """A correct verdict (the fast constructor the verifiers use)."""
+        return _build(True, None, detail, extracted)
 
     @classmethod
     def fail(cls, error: str, detail: str = "", extracted: str | None = None) -> Verdict:
-        """A wrong verdict with error class ``error``."""
-        return cls(False, error, detail, extracted)
+        """A wrong verdict with error class ``error`` (the fast constructor the verifiers use)."""
+        if error is None:
+            raise ValueError("a failed verdict needs an error class")
+        return _build(False, error, detail, extracted)
+
+
+def _capped_detail(detail: str) -> str:
+    if detail and (len(detail) > DETAIL_CAP or not detail.isascii()):
+        return _safe_text(detail, DETAIL_CAP)
+    return detail
+
+
+def _capped_extracted(extracted: str | None) -> str | None:
+    if extracted is not None and (len(extracted) > EXTRACTED_CAP or not extracted.isascii()):
+        return _safe_text(extracted, EXTRACTED_CAP)
+    return extracted
+
+
+# A verdict is built on every verification, and the frozen dataclass __init__ (four
+# object.__setattr__ calls plus __post_init__) is about half of a small verification's overhead.
+# ok()/fail() satisfy the invariant by construction, so they fill the slots directly.
+_new = object.__new__
+_set_correct = Verdict.__dict__["correct"].__set__
+_set_error = Verdict.__dict__["error"].__set__
+_set_detail = Verdict.__dict__["detail"].__set__
+_set_extracted = Verdict.__dict__["extracted"].__set__
+
+
+def _build(correct: bool, error: str | None, detail: str, extracted: str | None) -> Verdict:
+    """Exactly ``Verdict(correct, error, detail, extracted)``, without the dataclass machinery."""
+    verdict = _new(Verdict)
+    _set_correct(verdict, correct)
+    _set_error(verdict, error)
+    _set_detail(verdict, _capped_detail(detail))
+    _set_extracted(verdict, _capped_extracted(extracted))
+    return verdict

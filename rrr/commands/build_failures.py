@@ -24,9 +24,7 @@ log = logging.getLogger("rrr.build_failures")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out", help="output directory (default: <logging.output_dir>/failures)"
-    )
+    parser.add_argument("--out", help="output directory (default: <logging.output_dir>/failures)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -40,49 +38,47 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     """Build (or finish building) the failure dataset at `out`; returns a summary.
 
-    `stack` lets a caller that already runs a generation stack (the trainer) reuse it.
+    `stack` lets a caller that already runs a generation stack (the trainer, tests) reuse it;
+    when every shard is already done, no engine is started at all.
     """
-    from rrr.runtime import generation_stack
-
-    if stack is not None:
-        return _build(cfg, out, stack)
-    with generation_stack(cfg) as stack:
-        return _build(cfg, out, stack)
-
-
-def _build(cfg: Config, out: Path, stack: Any) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from rrr import failure_data as fd
+    from rrr.models import resolve_model
+    from rrr.runtime import generation_stack, load_task
     from rrr.tasks.loading import load_rows
 
     f = cfg.failures
-    loaded = load_rows(stack.task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
+    task = stack.task if stack is not None else load_task(cfg, cfg.model.name_or_path)
+    loaded = load_rows(task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
     log.info(loaded.summary())
     rows = loaded.rows
-    fd.prepare_dir(out, {
-        "model": cfg.model.name_or_path, "task": stack.task.name, "family": stack.task.family,
-        "source": cfg.data.source, "split": cfg.data.split, "limit": cfg.data.limit,
-        "samples_per_query": f.samples_per_query, "keep": f.keep, "shard_size": f.shard_size,
-        "temperature": f.temperature, "max_tokens": f.max_tokens, "num_queries": len(rows),
-    })  # fmt: skip
+    fd.prepare_dir(
+        out,
+        {
+            "model": cfg.model.name_or_path,
+            "task": task.name,
+            "family": task.family,
+            "source": cfg.data.source,
+            "split": cfg.data.split,
+            "limit": cfg.data.limit,
+            "samples_per_query": f.samples_per_query,
+            "keep": f.keep,
+            "shard_size": f.shard_size,
+            "temperature": f.temperature,
+            "max_tokens": f.max_tokens,
+            "num_queries": len(rows),
+        },
+    )
     shards = [rows[i : i + f.shard_size] for i in range(0, len(rows), f.shard_size)]
     done = fd.done_shards(out)
-    kept = queries = samples = 0
+    todo = [i for i in range(len(shards)) if i not in done]
     t0 = time.perf_counter()
-    bar = tqdm(total=len(rows), desc="build-failures", unit="q", disable=not cfg.logging.progress)
-    bar.update(sum(len(s) for i, s in enumerate(shards) if i in done))
-    for index, shard in enumerate(shards):
-        if index in done:
-            continue
-        records = _failures_of(cfg, stack, shard)
-        fd.write_shard(out, index, records)
-        kept += len(records)
-        queries += len(shard)
-        samples += len(shard) * f.samples_per_query
-        bar.update(len(shard))
-        bar.set_postfix(failures=kept, qps=f"{queries / (time.perf_counter() - t0):.2f}")
-    bar.close()
+    counts = {"queries": 0, "kept": 0}
+    if todo and stack is None:
+        resolve_model(cfg.model.name_or_path)  # fail on a bad model before Ray starts
+        with generation_stack(cfg) as stack:
+            _run_shards(cfg, out, stack, shards, todo, counts)
+    elif todo:
+        _run_shards(cfg, out, stack, shards, todo, counts)
     elapsed = time.perf_counter() - t0
     total_records, _ = fd.read_failures(out)
     return {
@@ -90,14 +86,41 @@ def _build(cfg: Config, out: Path, stack: Any) -> dict[str, Any]:
         "queries": len(rows),
         "skipped_rows": dict(loaded.skipped),
         "shards": len(shards),
-        "shards_skipped_as_done": len(done),
-        "queries_this_run": queries,
-        "failures_this_run": kept,
+        "shards_skipped_as_done": len(shards) - len(todo),
+        "queries_this_run": counts["queries"],
+        "failures_this_run": counts["kept"],
         "failures_total": len(total_records),
-        "samples_this_run": samples,
+        "samples_this_run": counts["queries"] * f.samples_per_query,
         "seconds": round(elapsed, 2),
-        "queries_per_s": round(queries / elapsed, 3) if queries and elapsed > 0 else None,
+        "queries_per_s": round(counts["queries"] / elapsed, 3) if counts["queries"] else None,
     }
+
+
+def _run_shards(
+    cfg: Config,
+    out: Path,
+    stack: Any,
+    shards: list[list[dict[str, Any]]],
+    todo: list[int],
+    counts: dict[str, int],
+) -> None:
+    from tqdm import tqdm
+
+    from rrr import failure_data as fd
+
+    total = sum(len(s) for s in shards)
+    bar = tqdm(total=total, desc="build-failures", unit="q", disable=not cfg.logging.progress)
+    bar.update(total - sum(len(shards[i]) for i in todo))
+    t0 = time.perf_counter()
+    for index in todo:
+        records = _failures_of(cfg, stack, shards[index])
+        fd.write_shard(out, index, records)
+        counts["kept"] += len(records)
+        counts["queries"] += len(shards[index])
+        bar.update(len(shards[index]))
+        rate = counts["queries"] / (time.perf_counter() - t0)
+        bar.set_postfix(failures=counts["kept"], qps=f"{rate:.2f}")
+    bar.close()
 
 
 def _failures_of(cfg: Config, stack: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,11 +136,18 @@ def _failures_of(cfg: Config, stack: Any, rows: list[dict[str, Any]]) -> list[di
         if not keep:
             continue
         sample, verdict = failed[0]
-        records.append({
-            "query_key": stack.task.row_key(row), "row": json.dumps(row),
-            "failed_response": sample.text, "failed_token_ids": list(sample.token_ids),
-            "failed_error": verdict.error or "", "num_samples": len(group),
-            "num_failed": len(failed), "model": cfg.model.name_or_path,
-            "task": stack.task.name, "family": stack.task.family,
-        })  # fmt: skip
+        records.append(
+            {
+                "query_key": stack.task.row_key(row),
+                "row": json.dumps(row),
+                "failed_response": sample.text,
+                "failed_token_ids": list(sample.token_ids),
+                "failed_error": verdict.error or "",
+                "num_samples": len(group),
+                "num_failed": len(failed),
+                "model": cfg.model.name_or_path,
+                "task": stack.task.name,
+                "family": stack.task.family,
+            }
+        )
     return records

@@ -6,7 +6,8 @@ Writes results.json, results.md and results.png into --out. With --compare A B, 
 earlier runs side by side instead (e.g. vanilla vs trained) and starts no model.
 
   rrr eval --config configs/smoke-cpu.yaml --out runs/eval-vanilla
-  rrr eval --config configs/smoke-cpu.yaml model.name_or_path=runs/smoke/export --out runs/eval-trained
+  rrr eval --config configs/smoke-cpu.yaml model.name_or_path=runs/smoke/export \\
+      --out runs/eval-trained
   rrr eval --compare runs/eval-vanilla runs/eval-trained --out runs/compare
 """
 

@@ -1,7 +1,7 @@
 """Print the resolved configuration (preset + overrides) as YAML, or every key with its help.
 
-  rrr config --config configs/smoke-cpu.yaml learner.lr=1e-6
-  rrr config --keys
+rrr config --config configs/smoke-cpu.yaml learner.lr=1e-6
+rrr config --keys
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ class CountdownTask(Task):
             raise RowError("not_an_object")
         raw_nums = require(raw, "nums")
         raw_target = require(raw, "target")
-        # Lists from JSON/pyarrow/datasets; tuples from Python callers.
+        # Lists from JSON/pyarrow/datasets; tuples from Python callers; numpy arrays (pandas).
+        if hasattr(raw_nums, "tolist") and not isinstance(raw_nums, (list, tuple)):
+            raw_nums = raw_nums.tolist()
         if not isinstance(raw_nums, (list, tuple)):
             raise RowError("bad_type:nums", type(raw_nums).__name__)
         nums: list[int] = []

@@ -278,6 +278,11 @@ def _from_datasets(
         dataset = datasets.load_dataset(name, split=split, cache_dir=cache_dir)
     except FileNotFoundError as exc:
         raise DataSourceNotFound(f"dataset {name!r} not found: {exc}") from exc
+    except ConnectionError as exc:  # offline (HF_DATASETS_OFFLINE=1) or no network
+        raise DataError(
+            f"cannot fetch Hugging Face dataset {name!r}: {exc}; "
+            "use a local file/directory or a cached dataset"
+        ) from exc
     except ValueError as exc:  # e.g. an unknown split
         raise DataError(f"cannot load dataset {name!r} split {split!r}: {exc}") from exc
     # Iterating a Dataset yields plain dicts one at a time; no need to materialise 490k rows.

@@ -1,0 +1,172 @@
+"""`LearnerGroup`: L learner ranks as Ray actors in one placement group and one
+torch.distributed group. Every call is ONE Ray round-trip per rank (batches travel as a list of
+micro-batches per rank; weights travel as one blob or one broadcast plan, never per tensor).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from learner import checkpoint as ckpt
+from learner.batch import TrainBatch, shard_batch
+from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker, free_address
+from rrr.config import LearnerConfig
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote
+class LearnerActor:
+    """A Ray shell around `LearnerWorker`; construction is deferred to `setup` so that rank 0
+    can be asked for its address first."""
+
+    def __init__(self) -> None:
+        self.worker: LearnerWorker | None = None
+        self._sync: Any = None  # weight-sync sender state (learner/weight_sync.py)
+
+    def address(self) -> tuple[str, int]:
+        return free_address()
+
+    def setup(self, model_path: str, cfg: LearnerConfig, rank: int, world_size: int,
+              master_addr: str, master_port: int, kwargs: dict[str, Any]) -> str:  # fmt: skip
+        self.worker = LearnerWorker(model_path, cfg, rank=rank, world_size=world_size,
+                                    master_addr=master_addr, master_port=master_port, **kwargs)  # fmt: skip
+        return self.worker.backend
+
+    def step(self, micro_batches: list[TrainBatch]) -> dict[str, float]:
+        return self.worker.step(micro_batches)
+
+    def save_state(self, directory: str) -> None:
+        self.worker.save_state(directory)
+
+    def load_state(self, directory: str) -> int:
+        return self.worker.load_state(directory)
+
+    def state_dict_cpu(self) -> dict[str, Any]:
+        return self.worker.state_dict_cpu()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run fn(worker_actor, *args) here: how weight-sync backends drive their sender half
+        without the learner knowing which backend runs."""
+        return fn(self, *args)
+
+
+class LearnerGroup:
+    """L learner ranks. `step(batch)` shards the step batch over the ranks and returns metrics
+    aggregated over them; checkpoints go through learner.checkpoint (atomic + manifest)."""
+
+    def __init__(self, cfg: LearnerConfig, model_path: str, *, placement_group: Any = None,
+                 bundle_offset: int = 0, total_steps: int | None = None,
+                 max_tokens_norm: int | None = None, trust_remote_code: bool = False,
+                 timeout_s: float = 1800) -> None:  # fmt: skip
+        from ray.util.placement_group import placement_group as make_pg
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self.cfg, self.model_path = cfg, model_path
+        n = cfg.num_learners
+        bundle = {"CPU": cfg.num_cpus_per_learner}
+        if cfg.num_gpus_per_learner:
+            bundle["GPU"] = cfg.num_gpus_per_learner
+        self._own_pg = placement_group is None
+        if placement_group is None:
+            # PACK: ranks land on as few nodes as possible (cheap all-reduce, shared /dev/shm).
+            placement_group = make_pg([dict(bundle) for _ in range(n)], strategy="PACK")
+            ray.get(placement_group.ready(), timeout=timeout_s)
+            bundle_offset = 0
+        self.placement_group = placement_group
+        self.actors = [
+            LearnerActor.options(
+                num_cpus=cfg.num_cpus_per_learner,
+                num_gpus=cfg.num_gpus_per_learner,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=placement_group,
+                    placement_group_bundle_index=bundle_offset + r,
+                ),
+            ).remote()
+            for r in range(n)
+        ]
+        addr, port = ray.get(self.actors[0].address.remote(), timeout=timeout_s)
+        kwargs = {"total_steps": total_steps, "max_tokens_norm": max_tokens_norm,
+                  "trust_remote_code": trust_remote_code}  # fmt: skip
+        # All ranks start together: init_process_group blocks until every rank has joined.
+        backends = ray.get(
+            [a.setup.remote(model_path, cfg, r, n, addr, port, kwargs)
+             for r, a in enumerate(self.actors)],
+            timeout=timeout_s,
+        )  # fmt: skip
+        self.backend = backends[0]
+        log.info("learner group: %d rank(s), backend %s, master %s:%d", n, self.backend, addr, port)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.actors)
+
+    # ------------------------------------------------------------------ training
+
+    def step(self, batch: TrainBatch) -> dict[str, float]:
+        shards = shard_batch(batch, self.world_size, self.cfg.micro_batch_size)
+        per_rank = ray.get([a.step.remote(s) for a, s in zip(self.actors, shards)])
+        return {**batch.metrics, **aggregate_metrics(per_rank)}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, root: str | Path, step: int, extra_state: dict[str, Any] | None = None,
+                        *, keep: int | None = None) -> Path:  # fmt: skip
+        """Every rank writes its share into one temp dir; the manifest and the rename make it
+        appear atomically as root/step_XXXXXXXX (a shared filesystem across nodes)."""
+
+        def write(tmp: Path) -> None:
+            ray.get([a.save_state.remote(str(tmp)) for a in self.actors])
+
+        meta = {"backend": self.backend, "world_size": self.world_size}
+        return ckpt.write_checkpoint(root, step, write, extra_state, keep=keep, meta=meta)
+
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Load a checkpoint (or the newest valid one under a directory); returns its state.json
+        (step, extra_state = the driver's data cursor)."""
+        path = ckpt.resolve(path)
+        state = ckpt.read_state(path)
+        if state.get("backend", self.backend) != self.backend:
+            raise ckpt.CheckpointError(
+                f"{path} was written by the {state['backend']} backend, this group runs "
+                f"{self.backend}"
+            )
+        ray.get([a.load_state.remote(str(path)) for a in self.actors])
+        return state
+
+    # ------------------------------------------------------------------ misc
+
+    def state_dict(self) -> dict[str, Any]:
+        """Rank 0's full weights on CPU (tests, export; the sync path never uses this)."""
+        return ray.get(self.actors[0].state_dict_cpu.remote())
+
+    def call_all(self, fn: Any, *args: Any) -> list[Any]:
+        return ray.get([a.call.remote(fn, *args) for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+        if self._own_pg:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.placement_group)
+
+
+def aggregate_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Combine rank metrics: additive shares summed, token means re-weighted, times maxed."""
+    out: dict[str, float] = {}
+    for k in ADDITIVE_KEYS:
+        out[k] = sum(m[k] for m in per_rank)
+    n_tok = max(out["num_tokens"], 1.0)
+    for k in TOKEN_MEAN_KEYS:
+        out[k] = sum(m[k] * m["num_tokens"] for m in per_rank) / n_tok
+    out["step_s"] = max(m["step_s"] for m in per_rank)  # the slowest rank sets the pace
+    out["tokens_per_s"] = out["seq_tokens"] / max(out["step_s"], 1e-9)
+    for k in ("grad_norm", "lr", "global_step"):  # identical on every rank after the step
+        out[k] = per_rank[0][k]
+    return out

@@ -1,0 +1,166 @@
+"""Countdown generator: determinism, ranges, verified solutions, ops restriction, speed."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+
+import pytest
+
+import verifiers.countdown
+from rrr.tasks import countdown_gen, get_task
+from rrr.tasks.countdown_gen import generate_problems, iter_problems, solve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _verify(problem: dict) -> bool:
+    verdict = verifiers.countdown.verify(
+        f"\\boxed{{{problem['solution']}}}", problem["nums"], problem["target"]
+    )
+    return verdict.correct
+
+
+def _reachable(values: list[Fraction], ops: str) -> set[Fraction]:
+    """Reference brute force: every value of every expression using all values once."""
+    if len(values) == 1:
+        return {values[0]}
+    out: set[Fraction] = set()
+    for i in range(len(values)):
+        for j in range(i + 1, len(values)):
+            rest = [v for k, v in enumerate(values) if k not in (i, j)]
+            a, b = values[i], values[j]
+            results = []
+            if "+" in ops:
+                results.append(a + b)
+            if "-" in ops:
+                results += [a - b, b - a]
+            if "*" in ops:
+                results.append(a * b)
+            if "/" in ops:
+                results += [a / b] if b else []
+                results += [b / a] if a else []
+            for value in results:
+                out |= _reachable([*rest, value], ops)
+    return out
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    first = generate_problems(50, seed=123)
+    assert first == generate_problems(50, seed=123)
+    assert first != generate_problems(50, seed=124)
+    # A shorter request is a prefix, and the stream agrees with the list.
+    assert generate_problems(20, seed=123) == first[:20]
+    assert list(islice(iter_problems(123), 50)) == first
+
+
+def test_deterministic_across_hash_seeds() -> None:
+    # Any set iteration leaking into the output would change it between PYTHONHASHSEEDs.
+    code = (
+        "import json; from rrr.tasks.countdown_gen import generate_problems as g; "
+        "print(json.dumps(g(40, 7) + g(40, 7, min_nums=2, max_nums=3, max_num=9, ops='+-', "
+        "min_target=1, max_target=20)))"
+    )
+    outputs = set()
+    for hash_seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.add(result.stdout)
+    assert len(outputs) == 1
+
+
+def test_default_ranges_follow_countdown_recipe() -> None:
+    problems = generate_problems(300, seed=0)
+    counts = set()
+    for p in problems:
+        assert set(p) == {"nums", "target", "solution"}
+        assert 3 <= len(p["nums"]) <= 4
+        assert all(1 <= n <= 99 for n in p["nums"])
+        assert 10 <= p["target"] <= 100
+        counts.add(len(p["nums"]))
+    assert counts == {3, 4}
+
+
+def test_custom_ranges_respected() -> None:
+    problems = generate_problems(
+        200, seed=5, min_nums=2, max_nums=5, min_num=3, max_num=20, min_target=50, max_target=60
+    )
+    assert {len(p["nums"]) for p in problems} <= {2, 3, 4, 5}
+    for p in problems:
+        assert all(3 <= n <= 20 for n in p["nums"])
+        assert 50 <= p["target"] <= 60
+
+
+def test_every_solution_verifies() -> None:
+    for p in generate_problems(200, seed=1):
+        assert _verify(p), p
+        # The solution uses exactly the given numbers (the verifier checks it too).
+        literals = sorted(int(x) for x in re.findall(r"\d+", p["solution"]))
+        assert literals == sorted(p["nums"])
+
+
+def test_generated_rows_are_valid_task_rows() -> None:
+    task = get_task("countdown", "qwen")
+    for p in generate_problems(50, seed=2):
+        assert task.validate_row(p) == p
+
+
+@pytest.mark.parametrize("ops", ["+-", "+", "*", "+*", "-/", "+-*"])
+def test_ops_restriction(ops: str) -> None:
+    problems = generate_problems(
+        100, seed=3, min_nums=2, max_nums=3, max_num=9, min_target=1, max_target=30, ops=ops
+    )
+    for p in problems:
+        used = set(re.findall(r"[-+*/]", p["solution"]))
+        assert used <= set(ops), p
+        assert _verify(p), p
+
+
+def test_solver_matches_brute_force() -> None:
+    # Exhaustiveness: the fast solver finds a solution exactly when brute force says one exists,
+    # including ones that need non-integer intermediates.
+    assert solve([3, 3, 8, 8], 24) is not None  # 8 / (3 - 8 / 3)
+    assert solve([1, 1, 1], 10) is None
+    for seed, ops in ((0, "+-*/"), (1, "+-"), (2, "*/"), (3, "+-*")):
+        rng = random.Random(seed)
+        for _ in range(40):
+            nums = [rng.randint(1, 12) for _ in range(rng.randint(2, 4))]
+            target = rng.randint(0, 40)
+            expected = Fraction(target) in _reachable([Fraction(n) for n in nums], ops)
+            found = solve(nums, target, ops)
+            assert (found is not None) == expected, (nums, target, ops)
+            if found is not None:
+                assert verifiers.countdown.verify(f"\\boxed{{{found}}}", nums, target).correct
+
+
+def test_bad_settings_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="ops"):
+        generate_problems(1, seed=0, ops="+^")
+    with pytest.raises(ValueError, match="ops"):
+        generate_problems(1, seed=0, ops="")
+    with pytest.raises(ValueError, match="min_nums"):
+        generate_problems(1, seed=0, min_nums=1)
+    with pytest.raises(ValueError, match="min_nums"):
+        iter_problems(0, min_nums=5, max_nums=4)  # eager, before the first draw
+    with pytest.raises(ValueError):
+        generate_problems(1, seed=0, min_target=10, max_target=5)
+    monkeypatch.setattr(countdown_gen, "MAX_ATTEMPTS_PER_PROBLEM", 500)
+    with pytest.raises(ValueError, match="no solvable"):
+        # Two numbers of at most 2 added can never reach 100.
+        generate_problems(1, seed=0, min_nums=2, max_nums=2, max_num=2, ops="+", min_target=100)
+
+
+def test_throughput() -> None:
+    start = time.perf_counter()
+    generate_problems(200, seed=11)
+    assert time.perf_counter() - start < 5.0
