@@ -15,7 +15,6 @@ from typing import Any
 
 import ray
 
-from rrr.tasks import get_task
 from verifiers import Verdict
 
 log = logging.getLogger(__name__)
@@ -35,10 +34,10 @@ def verify_items(task: Any, items: list[tuple[dict[str, Any], str]]) -> list[Ver
 
 @ray.remote(num_cpus=0.5, max_restarts=-1)
 class VerifierActor:
-    """Holds one task object; verifies (row, response) pairs."""
+    """Holds one task object (pure Python, shipped pickled); verifies (row, response) pairs."""
 
-    def __init__(self, task_name: str, family: str) -> None:
-        self.task = get_task(task_name, family)
+    def __init__(self, task: Any) -> None:
+        self.task = task
 
     def verify(self, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
         return verify_items(self.task, items)
@@ -52,8 +51,7 @@ class VerifierPool:
 
     def __init__(
         self,
-        task_name: str,
-        family: str,
+        task: Any,
         *,
         num_workers: int = 2,
         timeout_s: float = 10.0,
@@ -61,7 +59,7 @@ class VerifierPool:
         num_cpus: float = 0.5,
     ) -> None:
         self.actors = [
-            VerifierActor.options(num_cpus=num_cpus).remote(task_name, family)
+            VerifierActor.options(num_cpus=num_cpus).remote(task)
             for _ in range(num_workers)
         ]
         self.timeout_s, self.batch_size = timeout_s, batch_size
@@ -76,19 +74,31 @@ class VerifierPool:
         deadline = time.monotonic() + self.timeout_s * max(1, -(-len(batches) // len(self.actors)))
         results: list[Verdict] = []
         for i, (ref, batch) in enumerate(zip(refs, batches)):
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                results.extend(ray.get(ref, timeout=remaining))
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
-                reason = type(exc).__name__
-                log.warning("verifier batch of %d failed (%s); scored 0", len(batch), reason)
-                results.extend(Verdict(False, VERIFIER_ERROR, detail=reason) for _ in batch)
-                if isinstance(exc, ray.exceptions.GetTimeoutError):
-                    # A hung actor would hold every later batch: restart it (max_restarts=-1).
-                    ray.kill(self.actors[i % len(self.actors)], no_restart=False)
+            results.extend(self._collect(ref, batch, i, deadline))
         self.counters["verified"] += len(items)
         self.counters[VERIFIER_ERROR] += sum(v.error == VERIFIER_ERROR for v in results)
         return results
+
+    def _collect(
+        self, ref: Any, batch: list[tuple[dict[str, Any], str]], index: int, deadline: float
+    ) -> list[Verdict]:
+        """Wait for one batch. A dead or restarting actor's batch is retried once on another
+        actor; a batch past its deadline is scored `verifier_error` (the input itself may be
+        what hangs) and its actor restarted, so it cannot hold later batches."""
+        for attempt in range(2):
+            try:
+                return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except ray.exceptions.GetTimeoutError:
+                log.warning("verifier batch of %d timed out; scored 0", len(batch))
+                ray.kill(self.actors[index % len(self.actors)], no_restart=False)
+                break
+            except ray.exceptions.RayError as exc:
+                log.warning("verifier batch of %d failed (%s)", len(batch), type(exc).__name__)
+                if attempt == 0 and len(self.actors) > 1:
+                    index += 1
+                    ref = self.actors[index % len(self.actors)].verify.remote(batch)
+                    deadline = max(deadline, time.monotonic() + self.timeout_s)
+        return [Verdict(False, VERIFIER_ERROR, detail="verifier actor failed") for _ in batch]
 
     def shutdown(self) -> None:
         for a in self.actors:

@@ -70,3 +70,38 @@ class WeightReceiver:
             offset += size
         self.model_runner.model.load_weights(weights=list(tensors.items()))  # type: ignore[attr-defined]
         return len(tensors)
+
+    def rrr_ping(self) -> int:
+        """One answer per vLLM worker: the sync sender counts an engine's workers with it."""
+        return int(getattr(self, "rank", 0))
+
+    def rrr_receive_buckets(self, plan: list[dict]) -> int:
+        """Receive a whole sync (every bucket of learner.buckets' plan, in order) from rank 0 and
+        load it through the worker's in-place reload, once per sync.
+
+        Two receive buffers alternate; the broadcast into one and the copies out of the other
+        are queued on the same stream, so the host never waits between buckets and a buffer is
+        only rewritten after its previous tensors were copied into the model.
+        """
+        import torch
+
+        from learner.buckets import from_wire, unpack_bucket
+
+        buckets = from_wire(plan)
+        size = max(b.nbytes for b in buckets)
+        bufs = [torch.empty(size, dtype=torch.uint8, device="cuda") for _ in range(2)]
+        stream = torch.cuda.current_stream()
+        count = 0
+
+        def weights():
+            nonlocal count
+            for i, bucket in enumerate(buckets):
+                buf = bufs[i % 2][: bucket.nbytes]
+                self._rrr_comm.broadcast(buf, src=0, stream=stream)
+                tensors = unpack_bucket(buf, bucket)
+                count += len(tensors)
+                yield from tensors
+
+        self.reload_weights(weights_iterator=weights())
+        stream.synchronize()
+        return count

@@ -131,9 +131,12 @@ def build_train_batch(
 
 
 def batch_from_episodes(
-    episode_batch, *, scale_rewards: bool = True, drop_zero_std_groups: bool = False,
+    episode_batch,
+    *,
+    scale_rewards: bool = True,
+    drop_zero_std_groups: bool = False,
     pad_id: int = 0,
-) -> TrainBatch:  # fmt: skip
+) -> TrainBatch:
     """`build_train_batch` for an `rrr.episodes.EpisodeBatch` (or anything with .episodes and
     .group_size whose episodes have tokens, span, logprobs and reward)."""
     eps = episode_batch.episodes
@@ -149,7 +152,9 @@ def batch_from_episodes(
     )
 
 
-def shard_batch(batch: TrainBatch, world_size: int, micro_batch_size: int) -> list[list[TrainBatch]]:
+def shard_batch(
+    batch: TrainBatch, world_size: int, micro_batch_size: int
+) -> list[list[TrainBatch]]:
     """Split a step batch into `world_size` lists of micro-batches of <= micro_batch_size rows.
 
     Every rank gets the SAME number of micro-batches (ZeRO reduces gradients inside each

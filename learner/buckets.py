@@ -35,8 +35,9 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def plan_buckets(metas: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]],
-                 bucket_bytes: int) -> list[Bucket]:  # fmt: skip
+def plan_buckets(
+    metas: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]], bucket_bytes: int
+) -> list[Bucket]:
     """Greedy, order-preserving: a bucket closes before it would exceed bucket_bytes; a tensor
     bigger than a bucket travels alone."""
     if bucket_bytes < 1:
@@ -58,12 +59,15 @@ def plan_buckets(metas: Iterable[tuple[str, torch.dtype | str, tuple[int, ...]]]
     return buckets
 
 
-def pack_bucket(bucket: Bucket, tensors: dict[str, torch.Tensor],
-                out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def pack_bucket(
+    bucket: Bucket, tensors: dict[str, torch.Tensor], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Copy the bucket's tensors into one uint8 buffer (`out` reused when given)."""
     device = next(iter(tensors.values())).device if tensors else "cpu"
-    buf = out[: bucket.nbytes] if out is not None else torch.empty(
-        bucket.nbytes, dtype=torch.uint8, device=device
+    buf = (
+        out[: bucket.nbytes]
+        if out is not None
+        else torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
     )
     for e in bucket.entries:
         t = tensors[e.name]
@@ -87,11 +91,19 @@ def unpack_bucket(buffer: torch.Tensor, bucket: Bucket) -> list[tuple[str, torch
 
 def to_wire(buckets: list[Bucket]) -> list[dict]:
     """Plain lists/dicts, safe for vLLM's collective_rpc (msgpack) and Ray."""
-    return [{"nbytes": b.nbytes,
-             "entries": [[e.name, e.dtype, list(e.shape), e.offset, e.nbytes] for e in b.entries]}
-            for b in buckets]  # fmt: skip
+    return [
+        {
+            "nbytes": b.nbytes,
+            "entries": [[e.name, e.dtype, list(e.shape), e.offset, e.nbytes] for e in b.entries],
+        }
+        for b in buckets
+    ]
 
 
 def from_wire(data: list[dict]) -> list[Bucket]:
-    return [Bucket(tuple(Entry(n, d, tuple(s), o, nb) for n, d, s, o, nb in b["entries"]),
-                   int(b["nbytes"])) for b in data]  # fmt: skip
+    return [
+        Bucket(
+            tuple(Entry(n, d, tuple(s), o, nb) for n, d, s, o, nb in b["entries"]), int(b["nbytes"])
+        )
+        for b in data
+    ]

@@ -72,8 +72,14 @@ def begin(root: str | Path, step: int) -> Path:
     return tmp
 
 
-def commit(tmp: str | Path, step: int, extra_state: dict[str, Any] | None = None, *,
-           keep: int | None = None, meta: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def commit(
+    tmp: str | Path,
+    step: int,
+    extra_state: dict[str, Any] | None = None,
+    *,
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """Write state.json and the manifest into `tmp`, fsync, rename to its final name, prune.
 
     An existing checkpoint of the same step is replaced only after the new one is complete.
@@ -82,16 +88,22 @@ def commit(tmp: str | Path, step: int, extra_state: dict[str, Any] | None = None
     root = tmp.parent
     final = root / checkpoint_name(step)
     try:
-        state = {"step": step, "extra_state": extra_state or {}, "time": time.time(),
-                 **(meta or {})}  # fmt: skip
+        state = {
+            "step": step,
+            "extra_state": extra_state or {},
+            "time": time.time(),
+            **(meta or {}),
+        }
         (tmp / STATE).write_text(json.dumps(state, indent=1))
         files = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
-                files[str(p.relative_to(tmp))] = {"sha256": sha256_file(p),
-                                                  "bytes": p.stat().st_size}  # fmt: skip
+                files[str(p.relative_to(tmp))] = {
+                    "sha256": sha256_file(p),
+                    "bytes": p.stat().st_size,
+                }
         manifest = tmp / MANIFEST
         with open(manifest, "w") as f:
             json.dump({"step": step, "files": files}, f, indent=1)
@@ -129,9 +141,15 @@ def _explain(exc: BaseException, root: Path) -> BaseException:
     return exc
 
 
-def write_checkpoint(root: str | Path, step: int, write: Callable[[Path], None],
-                     extra_state: dict[str, Any] | None = None, *, keep: int | None = None,
-                     meta: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def write_checkpoint(
+    root: str | Path,
+    step: int,
+    write: Callable[[Path], None],
+    extra_state: dict[str, Any] | None = None,
+    *,
+    keep: int | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """begin -> write(tmp) -> commit, with cleanup and the ENOSPC message on any failure."""
     tmp = begin(root, step)
     try:

@@ -31,10 +31,25 @@ class LearnerActor:
     def address(self) -> tuple[str, int]:
         return free_address()
 
-    def setup(self, model_path: str, cfg: LearnerConfig, rank: int, world_size: int,
-              master_addr: str, master_port: int, kwargs: dict[str, Any]) -> str:  # fmt: skip
-        self.worker = LearnerWorker(model_path, cfg, rank=rank, world_size=world_size,
-                                    master_addr=master_addr, master_port=master_port, **kwargs)  # fmt: skip
+    def setup(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        kwargs: dict[str, Any],
+    ) -> str:
+        self.worker = LearnerWorker(
+            model_path,
+            cfg,
+            rank=rank,
+            world_size=world_size,
+            master_addr=master_addr,
+            master_port=master_port,
+            **kwargs,
+        )
         return self.worker.backend
 
     def step(self, micro_batches: list[TrainBatch]) -> dict[str, float]:
@@ -49,6 +64,9 @@ class LearnerActor:
     def state_dict_cpu(self) -> dict[str, Any]:
         return self.worker.state_dict_cpu()
 
+    def logprobs(self, batch: TrainBatch) -> Any:
+        return self.worker.logprobs(batch)
+
     def call(self, fn: Any, *args: Any) -> Any:
         """Run fn(worker_actor, *args) here: how weight-sync backends drive their sender half
         without the learner knowing which backend runs."""
@@ -59,10 +77,18 @@ class LearnerGroup:
     """L learner ranks. `step(batch)` shards the step batch over the ranks and returns metrics
     aggregated over them; checkpoints go through learner.checkpoint (atomic + manifest)."""
 
-    def __init__(self, cfg: LearnerConfig, model_path: str, *, placement_group: Any = None,
-                 bundle_offset: int = 0, total_steps: int | None = None,
-                 max_tokens_norm: int | None = None, trust_remote_code: bool = False,
-                 timeout_s: float = 1800) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: LearnerConfig,
+        model_path: str,
+        *,
+        placement_group: Any = None,
+        bundle_offset: int = 0,
+        total_steps: int | None = None,
+        max_tokens_norm: int | None = None,
+        trust_remote_code: bool = False,
+        timeout_s: float = 1800,
+    ) -> None:
         from ray.util.placement_group import placement_group as make_pg
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -90,14 +116,19 @@ class LearnerGroup:
             for r in range(n)
         ]
         addr, port = ray.get(self.actors[0].address.remote(), timeout=timeout_s)
-        kwargs = {"total_steps": total_steps, "max_tokens_norm": max_tokens_norm,
-                  "trust_remote_code": trust_remote_code}  # fmt: skip
+        kwargs = {
+            "total_steps": total_steps,
+            "max_tokens_norm": max_tokens_norm,
+            "trust_remote_code": trust_remote_code,
+        }
         # All ranks start together: init_process_group blocks until every rank has joined.
         backends = ray.get(
-            [a.setup.remote(model_path, cfg, r, n, addr, port, kwargs)
-             for r, a in enumerate(self.actors)],
+            [
+                a.setup.remote(model_path, cfg, r, n, addr, port, kwargs)
+                for r, a in enumerate(self.actors)
+            ],
             timeout=timeout_s,
-        )  # fmt: skip
+        )
         self.backend = backends[0]
         log.info("learner group: %d rank(s), backend %s, master %s:%d", n, self.backend, addr, port)
 
@@ -114,8 +145,14 @@ class LearnerGroup:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, root: str | Path, step: int, extra_state: dict[str, Any] | None = None,
-                        *, keep: int | None = None) -> Path:  # fmt: skip
+    def save_checkpoint(
+        self,
+        root: str | Path,
+        step: int,
+        extra_state: dict[str, Any] | None = None,
+        *,
+        keep: int | None = None,
+    ) -> Path:
         """Every rank writes its share into one temp dir; the manifest and the rename make it
         appear atomically as root/step_XXXXXXXX (a shared filesystem across nodes)."""
 

@@ -61,8 +61,12 @@ def load_causal_lm(path: str, dtype: torch.dtype, trust_remote_code: bool = Fals
     )
 
 
-def masked_token_logprobs(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor,
-                          autocast: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
+def masked_token_logprobs(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    autocast: torch.dtype | None = None,
+) -> torch.Tensor:
     """log p(tokens[:, j+1] | tokens[:, :j+1]) at the columns j the mask uses, as [B, T-1]
     (0 elsewhere): the same values as rrr.grpo.token_logprobs(model(tokens).logits, tokens).
 
@@ -77,8 +81,9 @@ def masked_token_logprobs(model: torch.nn.Module, tokens: torch.Tensor, mask: to
     out = torch.zeros(mask.shape, dtype=torch.float32, device=tokens.device)
     if cols.numel() == 0:
         return out
-    with torch.autocast(tokens.device.type, dtype=autocast or torch.float32,
-                        enabled=autocast is not None):  # fmt: skip
+    with torch.autocast(
+        tokens.device.type, dtype=autocast or torch.float32, enabled=autocast is not None
+    ):
         logits = model(input_ids=tokens, logits_to_keep=cols, use_cache=False).logits  # [B,K,V]
     targets = tokens[:, cols + 1]  # [B, K]
     rows = []
@@ -108,11 +113,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int,
-                     device: torch.device) -> None:  # fmt: skip
+def init_distributed(
+    rank: int, world_size: int, master_addr: str, master_port: int, device: torch.device
+) -> None:
     """The env vars are what DeepSpeed reads; torch.distributed is initialised from them."""
-    os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK="0")  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK="0",
+    )
     import torch.distributed as dist
 
     if world_size > 1 and not dist.is_initialized():
@@ -132,8 +143,15 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, model_path: str, cfg: LearnerConfig, device: torch.device,
-                 world_size: int, total_steps: int, trust_remote_code: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        device: torch.device,
+        world_size: int,
+        total_steps: int,
+        trust_remote_code: bool,
+    ) -> None:
         self.cfg, self.device, self.world_size = cfg, device, world_size
         # Parameters stay float32 (Adam master weights); bf16 is autocast on GPU only.
         self.module = load_causal_lm(model_path, torch.float32, trust_remote_code).to(device)
@@ -147,8 +165,9 @@ class TorchEngine:
         self.optimizer = torch.optim.AdamW(
             self.params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
-        self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler, cfg.warmup_ratio,
-                                         total_steps)  # fmt: skip
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.lr_scheduler, cfg.warmup_ratio, total_steps
+        )
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -184,10 +203,12 @@ class TorchEngine:
     def save(self, directory: Path, rank: int) -> None:
         if rank == 0:  # replicas are identical: one copy of optimizer and scheduler state
             torch.save(
-                {"optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict()},
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                },
                 directory / "optim.pt",
-            )  # fmt: skip
+            )
 
     def load(self, directory: Path, policy_dir: Path) -> None:
         load_policy_weights(self.module, policy_dir)
@@ -201,8 +222,15 @@ class DeepSpeedEngine:
 
     name = "deepspeed"
 
-    def __init__(self, model_path: str, cfg: LearnerConfig, device: torch.device,
-                 world_size: int, total_steps: int, trust_remote_code: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        device: torch.device,
+        world_size: int,
+        total_steps: int,
+        trust_remote_code: bool,
+    ) -> None:
         import deepspeed
 
         self.cfg, self.device, self.world_size = cfg, device, world_size
@@ -224,8 +252,9 @@ class DeepSpeedEngine:
             model=model,
             model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=self.ds_config,
-            lr_scheduler=lambda opt: build_scheduler(opt, cfg.lr_scheduler, cfg.warmup_ratio,
-                                                     total_steps),  # fmt: skip
+            lr_scheduler=lambda opt: build_scheduler(
+                opt, cfg.lr_scheduler, cfg.warmup_ratio, total_steps
+            ),
         )
         self.module = self.engine  # forward goes through the engine (ZeRO-3 hooks)
         self.module.train()
@@ -267,16 +296,21 @@ class DeepSpeedEngine:
     def load(self, directory: Path, policy_dir: Path) -> None:
         del policy_dir  # the DeepSpeed checkpoint holds the module weights itself
         path, _ = self.engine.load_checkpoint(
-            str(directory / "deepspeed"), tag="state",
-            load_optimizer_states=True, load_lr_scheduler_states=True,
-        )  # fmt: skip
+            str(directory / "deepspeed"),
+            tag="state",
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {directory / 'deepspeed'}")
 
 
 def deepspeed_config(cfg: LearnerConfig, gpu: bool) -> dict[str, Any]:
-    zero: dict[str, Any] = {"stage": cfg.zero_stage, "contiguous_gradients": True,
-                            "overlap_comm": gpu}  # fmt: skip
+    zero: dict[str, Any] = {
+        "stage": cfg.zero_stage,
+        "contiguous_gradients": True,
+        "overlap_comm": gpu,
+    }
     if cfg.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": gpu}
     if cfg.zero_stage == 3:
@@ -293,12 +327,14 @@ def deepspeed_config(cfg: LearnerConfig, gpu: bool) -> dict[str, Any]:
         "optimizer": {
             "type": "AdamW",
             "params": {
-                "lr": cfg.lr, "betas": list(cfg.adam_betas), "eps": 1e-8,
+                "lr": cfg.lr,
+                "betas": list(cfg.adam_betas),
+                "eps": 1e-8,
                 "weight_decay": cfg.weight_decay,
                 # CPU: torch's AdamW instead of building DeepSpeed's fused/CPU Adam op.
                 "torch_adam": not gpu and not cfg.offload_optimizer,
             },
-        },  # fmt: skip
+        },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -340,7 +376,8 @@ class LearnerWorker:
         trust_remote_code: bool = False,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.max_tokens_norm = max_tokens_norm  # Dr. GRPO's constant (episode.max_reflection_tokens)
+        # Dr. GRPO's constant normaliser (the driver passes episode.max_reflection_tokens).
+        self.max_tokens_norm = max_tokens_norm
         self.model_path = model_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
@@ -352,15 +389,15 @@ class LearnerWorker:
         init_distributed(rank, world_size, master_addr, master_port, self.device)
         engine_cls = DeepSpeedEngine if self.backend == "deepspeed" else TorchEngine
         total = total_steps if total_steps is not None else cfg.max_steps
-        self.engine = engine_cls(model_path, cfg, self.device, world_size, total,
-                                 trust_remote_code)  # fmt: skip
+        self.engine = engine_cls(model_path, cfg, self.device, world_size, total, trust_remote_code)
         self.ref = self._build_reference(trust_remote_code) if cfg.kl_coef != 0 else None
 
     def _build_reference(self, trust_remote_code: bool) -> torch.nn.Module:
         """Frozen copy of the initial policy. Under DeepSpeed on GPU it is a ZeRO-3 inference
         engine (sharded over ranks; parameters offloaded to CPU with offload_reference)."""
-        ref = load_causal_lm(self.model_path, compute_dtype(self.cfg, self.device),
-                             trust_remote_code)  # fmt: skip
+        ref = load_causal_lm(
+            self.model_path, compute_dtype(self.cfg, self.device), trust_remote_code
+        )
         ref.eval().requires_grad_(False)
         if self.backend == "deepspeed" and self.device.type == "cuda":
             import deepspeed
@@ -368,9 +405,12 @@ class LearnerWorker:
             zero: dict[str, Any] = {"stage": 3 if self.cfg.zero_stage == 3 else 0}
             if self.cfg.offload_reference and zero["stage"] == 3:
                 zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-            ds_cfg = {"train_micro_batch_size_per_gpu": self.cfg.micro_batch_size,
-                      "zero_optimization": zero, "bf16": {"enabled": bool(self.cfg.bf16)},
-                      "steps_per_print": 10**9}  # fmt: skip
+            ds_cfg = {
+                "train_micro_batch_size_per_gpu": self.cfg.micro_batch_size,
+                "zero_optimization": zero,
+                "bf16": {"enabled": bool(self.cfg.bf16)},
+                "steps_per_print": 10**9,
+            }
             engine, *_ = deepspeed.initialize(model=ref, config=ds_cfg)
             return engine
         return ref.to(self.device)
@@ -401,11 +441,19 @@ class LearnerWorker:
             # Otherwise the sampler's log-probs correct for vLLM/learner mismatch.
             old = None if cfg.recompute_old_logprobs else mb.old_logprobs.to(self.device)
             loss, m = policy_loss(
-                lp, old, ref_lp, mb.advantages.to(self.device), mask,
-                clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high, kl_coef=cfg.kl_coef,
-                loss_agg=cfg.loss_agg, max_tokens_norm=self.max_tokens_norm,
-                global_num_seqs=mb.global_num_seqs, global_num_tokens=mb.global_num_tokens,
-            )  # fmt: skip
+                lp,
+                old,
+                ref_lp,
+                mb.advantages.to(self.device),
+                mask,
+                clip_eps=cfg.clip_eps,
+                clip_eps_high=cfg.clip_eps_high,
+                kl_coef=cfg.kl_coef,
+                loss_agg=cfg.loss_agg,
+                max_tokens_norm=self.max_tokens_norm,
+                global_num_seqs=mb.global_num_seqs,
+                global_num_tokens=mb.global_num_tokens,
+            )
             self.engine.backward(loss)
             totals["loss"] += m["loss"]
             totals["policy_loss"] += m["policy_loss"]
@@ -432,8 +480,12 @@ class LearnerWorker:
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """Current policy log-probs at the batch's mask columns ([B, T-1], 0 elsewhere)."""
-        return masked_token_logprobs(self.engine.module, batch.tokens.to(self.device),
-                                     batch.mask.to(self.device), self.engine.autocast).cpu()  # fmt: skip
+        return masked_token_logprobs(
+            self.engine.module,
+            batch.tokens.to(self.device),
+            batch.mask.to(self.device),
+            self.engine.autocast,
+        ).cpu()
 
     # ------------------------------------------------------------------ weights
 
@@ -458,8 +510,9 @@ class LearnerWorker:
         commits atomically): policy (HF format, rank 0), optimizer/scheduler, RNG."""
         d = Path(directory)
         (d / "rng").mkdir(parents=True, exist_ok=True)
-        weights = self.state_dict_cpu() if (self.rank == 0 or self._gather_is_collective()) \
-            else None  # fmt: skip
+        weights = (
+            self.state_dict_cpu() if (self.rank == 0 or self._gather_is_collective()) else None
+        )
         if self.rank == 0:
             save_policy_dir(weights, self.engine.module, self.model_path, d / "policy")
         self.engine.save(d, self.rank)
@@ -480,8 +533,9 @@ class LearnerWorker:
         return free_address()
 
 
-def save_policy_dir(state: dict[str, torch.Tensor] | None, module: torch.nn.Module,
-                    model_path: str, out: Path) -> None:  # fmt: skip
+def save_policy_dir(
+    state: dict[str, torch.Tensor] | None, module: torch.nn.Module, model_path: str, out: Path
+) -> None:
     """A Hugging Face directory (config, safetensors, tokenizer) that vLLM and transformers load."""
     from transformers import AutoTokenizer
 

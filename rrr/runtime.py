@@ -63,10 +63,9 @@ class Stack:
 
 
 def load_task(cfg: Config, model_path: str) -> Task:
-    family = detect_family(cfg.model.name_or_path, None if cfg.model.family == "auto"
-                           else cfg.model.family)  # fmt: skip
-    del model_path
-    return get_task(cfg.data.task, family)
+    """The configured task in the model's prompt family (paper A.1: chosen per model family)."""
+    del model_path  # the family comes from the configured name, which users recognise
+    return get_task(cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family))
 
 
 @contextmanager
@@ -86,8 +85,9 @@ def generation_stack(cfg: Config):
     init_ray(cfg)
     fleet = RolloutFleet.start(cfg, model_path)
     v = cfg.verifier
-    verifier = VerifierPool(task.name, task.family, num_workers=v.num_workers,
-                            timeout_s=v.timeout_s, batch_size=v.batch_size)  # fmt: skip
+    verifier = VerifierPool(
+        task, num_workers=v.num_workers, timeout_s=v.timeout_s, batch_size=v.batch_size
+    )
     engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
     stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine)
     try:

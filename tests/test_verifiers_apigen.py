@@ -205,6 +205,8 @@ def test_broken_json_is_format(template: str) -> None:
         ("llama", '[{"name": "f", "parameters": {}}, 3]'),
         ("llama", '```json\n{"name": "f", "parameters": {}}'),
         ("llama", "\ud800\x00"),
+        ("llama", '{"name": "f", "parameters": {}} {"name": "f", "parameters": {}}'),
+        ("qwen", '<tool_call>{"name": "f", "arguments": {}} trailing</tool_call>'),
     ],
 )
 def test_no_call_is_format(template: str, response: str) -> None:
@@ -244,6 +246,9 @@ def _qwen(arguments: Any) -> str:
         ({"a": [1, 2]}, {"a": [2, 1]}, False),
         ({"a": ["b", True]}, {"a": True}, False),
         ({"a": []}, {"a": {}}, False),
+        ({"a": "true", "b": 1}, {"a": "true", "b": 1.0}, True),
+        ({"a": "false"}, {"a": False}, False),
+        ({"a": [1, "x"]}, {"a": [1.0, "x"]}, True),
     ],
 )
 def test_value_matching_rule(gold_arguments: dict, predicted: dict, equal: bool) -> None:

@@ -301,6 +301,11 @@ def test_verdict_invariant_and_caps() -> None:
     verdict.extracted.encode("utf-8")  # lone surrogate was escaped
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.correct = True  # type: ignore[misc]
+    # The fast constructors build exactly what the dataclass constructor builds.
+    assert Verdict.ok("e" * 5000) == Verdict(True, None, "", "e" * 5000)
+    assert Verdict.fail("x", "\ud800" * 300) == Verdict(False, "x", "\ud800" * 300)
+    with pytest.raises(ValueError):
+        Verdict.fail(None)  # type: ignore[arg-type]
 
 
 def test_non_integer_problem_is_a_programming_error() -> None:

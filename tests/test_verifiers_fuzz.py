@@ -221,6 +221,57 @@ def test_apigen_round_trip_and_mutation(
         assert verdict.error == apigen.PARAMETERS
 
 
+# --- the value rule against a reference, on collision-prone values ------------------------------
+
+TRICKY_SCALAR = st.sampled_from([0, 1, 2, 0.0, -0.0, 1.0, True, False, "1", "true", "", None])
+TRICKY_VALUE = st.recursive(
+    TRICKY_SCALAR,
+    lambda sub: st.one_of(
+        st.lists(sub, max_size=3), st.dictionaries(st.sampled_from(["a", "b"]), sub, max_size=2)
+    ),
+    max_leaves=6,
+)
+TRICKY_ARGUMENTS = st.dictionaries(st.sampled_from(["a", "b", "c"]), TRICKY_VALUE, max_size=3)
+
+
+def strict_equal(a: Any, b: Any) -> bool:
+    """Reference rule: numbers by value, bools only equal bools, containers recursively."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(strict_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(strict_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def floats_for_ints(value: Any) -> Any:
+    """An equal value under the rule: every int (not bool) written as a float."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, list):
+        return [floats_for_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: floats_for_ints(v) for k, v in value.items()}
+    return value
+
+
+@settings(FUZZ, max_examples=400)
+@given(TRICKY_ARGUMENTS, TRICKY_ARGUMENTS, st.booleans(), st.sampled_from(apigen.TEMPLATES))
+def test_matching_agrees_with_reference_rule(
+    gold_arguments: dict, other: dict, same: bool, template: str
+) -> None:
+    predicted = floats_for_ints(gold_arguments) if same else other
+    gold = json.dumps([{"name": "tool", "arguments": gold_arguments}])
+    verdict = apigen.verify(render_call("tool", predicted, template), gold, "[]", template)
+    assert verdict.correct == strict_equal(gold_arguments, predicted)
+    assert verdict.error in (None, apigen.PARAMETERS)
+
+
 # --- hostile inputs, each under a time bound ---------------------------------------------------
 
 
