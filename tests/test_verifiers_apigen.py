@@ -215,6 +215,14 @@ def test_no_call_is_format(template: str, response: str) -> None:
     assert not verdict.correct
 
 
+def test_truncated_trailing_call_is_format() -> None:
+    gold_calls = [{"name": "f", "arguments": {}}]
+    complete = render(gold_calls, "qwen")
+    assert verify(complete, gold_calls, "[]", "qwen").correct
+    truncated = complete + '\n<tool_call>\n{"name": "f", "argu'
+    assert verify(truncated, gold_calls, "[]", "qwen").error == FORMAT
+
+
 def test_oversized_response_is_format() -> None:
     call = render([{"name": "f", "arguments": {}}], "qwen")
     assert verify(call, [{"name": "f", "arguments": {}}], "[]", "qwen").correct

@@ -270,6 +270,12 @@ def test_unicode_digits_are_invalid(digits: str) -> None:
     assert verify(f"\\boxed{{{digits}}}", [12, 3], 15).error == INVALID_EQUATION
 
 
+def test_unicode_digit_next_to_ascii_digits_is_not_skipped() -> None:
+    # A tokenizer that silently dropped the fullwidth 2 would read "1" and accept this.
+    assert verify("\\boxed{1２}", [1], 1).error == INVALID_EQUATION
+    assert verify("\\boxed{7 + 1٣}", [7, 1], 8).error == INVALID_EQUATION
+
+
 def test_digit_and_depth_caps() -> None:
     assert verify("\\boxed{1234567890123 + 1}", [1234567890123, 1], 1234567890124).error == (
         INVALID_EQUATION
