@@ -64,6 +64,8 @@ class VLLMEngine:
         seed: int = 0,
         trust_remote_code: bool = False,
     ) -> None:
+        # vLLM's INFO lines (one per engine step on CPU) drown the driver's step lines.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         cpu = on_cpu()
         if not Path(model_path).exists() and model_path.startswith(("/", ".", "~")):
             raise EngineStartError(f"model path {model_path!r} does not exist")

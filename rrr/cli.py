@@ -20,11 +20,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rrr.commands.build_failures",
         "sample K first attempts per query with vLLM and keep the failures (paper 4.3)",
     ),
+    "train": (
+        "rrr.commands.train",
+        "GRPO on reflection tokens: rollout, verify, learn, sync, checkpoint (the Ray job)",
+    ),
     "eval": (
         "rrr.commands.evaluate",
         "first-try and second-try (after one reflection) accuracy, error categories (Tables 1-5)",
     ),
     "config": ("rrr.commands.show_config", "print the resolved config, or every key with --keys"),
+    "report": ("rrr.commands.report", "training curves (report.png) and summary of metrics.jsonl"),
+    "export": (
+        "rrr.commands.export",
+        "write a run's trained policy (newest valid checkpoint) as a Hugging Face directory",
+    ),
 }
 
 EPILOG = """\

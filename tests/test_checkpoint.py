@@ -28,8 +28,9 @@ def _writer(payload: bytes):
 
 def test_commit_is_atomic_with_manifest_and_rotation(tmp_path):
     for step in (1, 2, 3, 4):
-        path = ckpt.write_checkpoint(tmp_path, step, _writer(bytes([step]) * 1000),
-                                     {"cursor": step * 10}, keep=2)  # fmt: skip
+        path = ckpt.write_checkpoint(
+            tmp_path, step, _writer(bytes([step]) * 1000), {"cursor": step * 10}, keep=2
+        )
         assert path.name == f"step_{step:08d}"
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000003", "step_00000004"]
     assert not list(tmp_path.glob(".tmp-*"))
@@ -81,15 +82,22 @@ def test_disk_full_keeps_the_previous_checkpoint_and_says_why(tmp_path):
         (tmp / "part").write_bytes(b"x" * 10)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(ckpt.CheckpointError, match="disk full .*step_00000001 is intact"):
+    with pytest.raises(ckpt.CheckpointError, match=r"disk full .*step_00000001 is intact"):
         ckpt.write_checkpoint(tmp_path, 2, full, keep=1)
     assert ckpt.latest_valid(tmp_path).name == "step_00000001"
     assert not list(tmp_path.glob(".tmp-*"))
 
 
 def _cfg() -> LearnerConfig:
-    return LearnerConfig(lr=1e-3, lr_scheduler="cosine", warmup_ratio=0.2, max_steps=10,
-                         gradient_checkpointing=False, micro_batch_size=3, kl_coef=0.001)  # fmt: skip
+    return LearnerConfig(
+        lr=1e-3,
+        lr_scheduler="cosine",
+        warmup_ratio=0.2,
+        max_steps=10,
+        gradient_checkpointing=False,
+        micro_batch_size=3,
+        kl_coef=0.001,
+    )
 
 
 def test_resume_is_bit_identical_and_export_loads(tiny_model_path, tmp_path):

@@ -1,0 +1,212 @@
+"""The training driver: the only place that wires rollout, verification, learning and sync.
+
+One step (paper section 3 and 4.4):
+  failures -> episodes on all rollout workers (reflect x G, retry) -> verifier pool
+  -> group-relative advantages -> learner step -> weight sync -> metrics -> checkpoint / eval
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from rrr.config import Config, save_config
+from rrr.data_cursor import EpochSampler
+from rrr.episodes import Failure
+from rrr.timing import timed
+
+log = logging.getLogger("rrr.train")
+
+
+class StopRequested:
+    """SIGINT / SIGTERM (Ctrl-C, `ray job stop`) ask the loop to stop after the current step,
+    write a checkpoint and release the actors; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {
+            s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        log.warning("signal %d: finishing this step, then checkpoint and exit", signum)
+        self.requested = True
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    from learner import checkpoint as ckpt
+    from learner.batch import batch_from_episodes
+    from learner.group import LearnerGroup
+    from learner.weight_sync import make_weight_sync
+    from rrr.metrics import MetricsLogger, format_step_line
+    from rrr.runtime import generation_stack
+
+    run_dir = Path(cfg.logging.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    stop = StopRequested()
+    with generation_stack(cfg) as stack:
+        failures = load_failures(cfg, stack, run_dir)
+        learners = LearnerGroup(
+            cfg.learner,
+            stack.model_path,
+            total_steps=cfg.learner.max_steps,
+            max_tokens_norm=cfg.episode.max_reflection_tokens,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        sync = make_weight_sync(cfg.sync)
+        sync.init(learners, stack.fleet)
+        resumed = ckpt.latest_valid(run_dir / "checkpoints")
+        state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
+        start = int(state["step"])
+        extra = state.get("extra_state") or {}
+        sampler = EpochSampler(
+            failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
+        )
+        if resumed:
+            log.info("resumed from %s at step %d", resumed, start)
+            sync.push()  # the rollout workers start from the base model: give them ours
+        metrics_log = MetricsLogger(run_dir, cfg, resume_step=start + 1 if resumed else None)
+        summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
+        step = start
+        try:
+            for step in range(start + 1, cfg.learner.max_steps + 1):
+                timings: dict[str, float] = {}
+                t_step = time.perf_counter()
+                with timed("rollout", timings):
+                    batch_failures, first_ok = next_failures(cfg, stack, sampler)
+                    episodes = stack.engine.run(batch_failures)
+                with timed("learn", timings):
+                    if cfg.cluster.colocate:
+                        stack.fleet.call_all("sleep")
+                    batch = batch_from_episodes(
+                        episodes,
+                        scale_rewards=cfg.learner.scale_rewards,
+                        drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
+                    )
+                    learn = learners.step(batch)
+                with timed("sync", timings):
+                    if cfg.cluster.colocate:
+                        stack.fleet.call_all("wake_up")
+                    sync_t = sync.push() if step % cfg.sync.every_n_steps == 0 else None
+                metrics = step_metrics(
+                    episodes, learn, sync_t, timings, time.perf_counter() - t_step, sampler
+                )
+                metrics["first_try_success"] = first_ok
+                metrics_log.log(step, metrics)
+                if step % cfg.logging.log_every == 0:
+                    log.info(format_step_line(step, cfg.learner.max_steps, metrics))
+                last = step == cfg.learner.max_steps or stop.requested
+                if step % cfg.logging.checkpoint_every == 0 or last:
+                    path = learners.save_checkpoint(
+                        run_dir / "checkpoints",
+                        step,
+                        {"cursor": sampler.state()},
+                        keep=cfg.logging.keep_checkpoints,
+                    )
+                    log.info("checkpoint %s", path)
+                if cfg.logging.eval_every and step % cfg.logging.eval_every == 0:
+                    metrics_log.log(step, periodic_eval(cfg, stack))
+                if stop.requested:
+                    break
+        finally:
+            stop.restore()
+            metrics_log.close()
+            sync.close()
+            learners.shutdown()
+        summary.update(
+            end_step=step,
+            metrics=str(run_dir / "metrics.jsonl"),
+            checkpoints=str(run_dir / "checkpoints"),
+            stopped=stop.requested,
+        )
+    return summary
+
+
+def next_failures(cfg: Config, stack: Any, sampler: EpochSampler) -> tuple[list[Failure], float]:
+    """This step's failures and the first-try success rate among the queries drawn.
+
+    Dataset mode draws failed first attempts (first-try success is 0 by construction); online
+    mode samples a first attempt per query and keeps only the failures (paper section 3).
+    """
+    drawn = sampler.take(cfg.learner.failures_per_step)
+    if cfg.episode.first_attempt == "dataset":
+        return drawn, 0.0
+    failures = stack.engine.online_failures(drawn)
+    return failures, 1.0 - len(failures) / len(drawn)
+
+
+def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
+    """What the sampler draws from: failed first attempts (the failure dataset, given in
+    data.failures or built now from data.source, paper 4.3), or, in online mode, the queries."""
+    from rrr.commands.build_failures import build_failures
+    from rrr.failure_data import read_failures
+    from rrr.tasks.loading import load_rows
+
+    if cfg.episode.first_attempt == "online":
+        loaded = load_rows(stack.task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
+        log.info(loaded.summary())
+        return loaded.rows
+    path = Path(cfg.data.failures) if cfg.data.failures else run_dir / "failures"
+    if not cfg.data.failures:
+        log.info("no data.failures given: building them from %s into %s", cfg.data.source, path)
+        log.info("build-failures: %s", build_failures(cfg, path, stack=stack))
+    records, manifest = read_failures(path)
+    if manifest.get("model") != cfg.model.name_or_path:
+        log.warning(
+            "failures in %s were sampled from %s, training %s",
+            path,
+            manifest.get("model"),
+            cfg.model.name_or_path,
+        )
+    if not records:
+        raise RuntimeError(f"{path} holds no failures: the model solved every query")
+    log.info("%d failures from %s", len(records), path)
+    return [Failure(r.row, r.failed_token_ids, r.failed_response) for r in records]
+
+
+def step_metrics(
+    episodes: Any,
+    learn: dict[str, float],
+    sync_t: Any,
+    timings: dict[str, float],
+    step_s: float,
+    sampler: EpochSampler,
+) -> dict[str, float]:
+    m = {k: v for k, v in episodes.metrics().items() if not k.startswith("count/")}
+    m.update({k: float(v) for k, v in learn.items()})
+    m["verifier_errors"] = float(episodes.counters.get("verifier_error", 0))
+    m["failures_consumed"] = float(sampler.cursor.consumed)
+    m["tokens_per_s"] = episodes.generated_tokens / max(timings.get("rollout", 0.0), 1e-9)
+    for name, seconds in timings.items():
+        m[f"timing/{name}_s"] = seconds
+    m.update({f"timing/{k}": v for k, v in episodes.timings.items()})
+    if sync_t is not None:
+        m.update(sync_t.as_metrics())
+        m["sync_s"] = timings.get("sync", 0.0)
+    m["step_s"] = step_s
+    return m
+
+
+def periodic_eval(cfg: Config, stack: Any) -> dict[str, float]:
+    from rrr.evaluation import evaluate
+    from rrr.tasks.loading import load_rows
+
+    source = cfg.data.eval_source or cfg.data.source
+    split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
+    rows = load_rows(stack.task, source, split=split, limit=cfg.logging.eval_size).rows
+    r = evaluate(cfg, stack.engine, rows)
+    return {
+        "eval/first_try_accuracy": r["first_try_accuracy"],
+        "eval/second_try_accuracy": r["second_try_accuracy"],
+        "eval/avg_reflection_tokens": r["avg_reflection_tokens"],
+    }
