@@ -139,6 +139,12 @@ class LearnerGroup:
     # ------------------------------------------------------------------ training
 
     def step(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimizer step on the step batch. A batch with no reflection token to train
+        (every group dropped, or every context overflowed) skips the step: an AdamW step on zero
+        gradients would still move the weights by momentum."""
+        if batch.size == 0 or batch.global_num_tokens == 0:
+            log.warning("step skipped: no reflection tokens to train on in this batch")
+            return {**batch.metrics, "skipped": 1.0}
         shards = shard_batch(batch, self.world_size, self.cfg.micro_batch_size)
         per_rank = ray.get([a.step.remote(s) for a, s in zip(self.actors, shards)])
         return {**batch.metrics, **aggregate_metrics(per_rank)}

@@ -369,7 +369,7 @@ class LearnerWorker:
         rank: int = 0,
         world_size: int = 1,
         master_addr: str = "127.0.0.1",
-        master_port: int = 29500,
+        master_port: int | None = None,
         device: str | None = None,
         total_steps: int | None = None,
         max_tokens_norm: int | None = None,
@@ -386,6 +386,8 @@ class LearnerWorker:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
+        if master_port is None:  # a lone in-process rank: any free port (DeepSpeed wants one)
+            master_port = free_address()[1]
         init_distributed(rank, world_size, master_addr, master_port, self.device)
         engine_cls = DeepSpeedEngine if self.backend == "deepspeed" else TorchEngine
         total = total_steps if total_steps is not None else cfg.max_steps

@@ -64,6 +64,11 @@ class DataConfig:
         "'gen:countdown?...' for generated Countdown problems.",
     )
     split: str = _f("train", "Split name for Hugging Face dataset ids.")
+    fewshot: int = _f(
+        0,
+        "Worked examples shown before each Countdown query (0 = the paper's zero-shot prompt). "
+        "The embedded 135M model needs one to write an answer in the expected format at all.",
+    )
     limit: int | None = _f(None, "Use at most this many queries (after validation).")
     failures: str = _f(
         "",
@@ -288,7 +293,7 @@ _NON_NEGATIVE = {
     "learner.lr", "learner.kl_coef", "learner.weight_decay", "learner.clip_eps",
     "rollout.num_gpus_per_worker", "learner.num_gpus_per_learner", "episode.temperature",
     "episode.retry_temperature", "failures.temperature", "logging.eval_every",
-    "episode.rewarded_reflection", "eval.temperature", "eval.num_examples",
+    "episode.rewarded_reflection", "eval.temperature", "data.fewshot", "eval.num_examples",
 }  # fmt: skip
 _UNIT_INTERVAL = {
     "learner.warmup_ratio",
@@ -314,6 +319,8 @@ def _check_values(cfg: Config) -> None:
             f"episode.rewarded_reflection: {cfg.episode.rewarded_reflection} must be < "
             f"episode.retry_depth ({cfg.episode.retry_depth})"
         )
+    if cfg.data.fewshot and cfg.data.task != "countdown":
+        raise ConfigError("data.fewshot: only the countdown task has worked examples")
     if len(cfg.learner.adam_betas) != 2:
         raise ConfigError(f"learner.adam_betas: expected 2 values, got {cfg.learner.adam_betas}")
     if cfg.learner.loss_agg == "seq_mean_token_sum_norm" and cfg.episode.max_reflection_tokens < 1:

@@ -184,30 +184,24 @@ class RayGaugeSink:
         ray = sys.modules.get("ray")
         return ray is not None and ray.is_initialized()
 
+    def _gauge(self, key: str, description: str) -> Any:
+        from ray.util.metrics import Gauge
+
+        gauge = self.gauges.get(key)
+        if gauge is None:
+            gauge = Gauge(key, description=description, tag_keys=self.tag_keys)
+            gauge.set_default_tags(self.tags)
+            self.gauges[key] = gauge
+        return gauge
+
     def write(self, step: int, metrics: Mapping[str, float], wall_time: float) -> None:
         if self._failed or not self._ray_initialized():
             return
         try:
-            from ray.util.metrics import Gauge
-
             for name, value in metrics.items():
-                if not math.isfinite(value):
-                    continue
-                key = sanitize_metric_name(name)
-                gauge = self.gauges.get(key)
-                if gauge is None:
-                    gauge = Gauge(key, description=f"rrr training metric {name}",
-                                  tag_keys=self.tag_keys)  # fmt: skip
-                    gauge.set_default_tags(self.tags)
-                    self.gauges[key] = gauge
-                gauge.set(value)
-            step_gauge = self.gauges.get("rrr_step")
-            if step_gauge is None:
-                step_gauge = Gauge("rrr_step", description="last logged step",
-                                   tag_keys=self.tag_keys)  # fmt: skip
-                step_gauge.set_default_tags(self.tags)
-                self.gauges["rrr_step"] = step_gauge
-            step_gauge.set(float(step))
+                if math.isfinite(value):
+                    self._gauge(sanitize_metric_name(name), f"rrr metric {name}").set(value)
+            self._gauge(RAY_METRIC_PREFIX + "step", "last logged step").set(float(step))
         except Exception:  # a dashboard problem must never stop training
             self._failed = True
             log.exception("Ray metrics export failed; disabling it for this run")
@@ -313,8 +307,13 @@ class MetricsLogger:
             if log_cfg.wandb_project:
                 config = cfg.to_dict() if isinstance(cfg, Config) else None
                 self.sinks.append(
-                    WandbSink(log_cfg.wandb_project, self.run_dir, self.run_name, config,
-                              resume=resume_step is not None)  # fmt: skip
+                    WandbSink(
+                        log_cfg.wandb_project,
+                        self.run_dir,
+                        self.run_name,
+                        config,
+                        resume=resume_step is not None,
+                    )
                 )
         except BaseException:
             self.close()  # do not leak the open jsonl / event files on a config error

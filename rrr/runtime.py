@@ -65,7 +65,10 @@ class Stack:
 def load_task(cfg: Config, model_path: str) -> Task:
     """The configured task in the model's prompt family (paper A.1: chosen per model family)."""
     del model_path  # the family comes from the configured name, which users recognise
-    return get_task(cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family))
+    options = {"fewshot": cfg.data.fewshot} if cfg.data.fewshot else {}
+    return get_task(
+        cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family), **options
+    )
 
 
 @contextmanager

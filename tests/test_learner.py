@@ -270,3 +270,29 @@ def test_two_rank_gloo_group_steps_and_resumes_bit_identically(
     finally:
         resumed.shutdown()
     assert got["loss"] == want["loss"] and got["grad_norm"] == want["grad_norm"]
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(tiny_model_path, tmp_path):
+    """DeepSpeed runs on this CPU (ZeRO-2, torch AdamW; its first start JIT-builds a comm op):
+    same losses and grad norms as the plain torch engine, and a bit-identical resume."""
+    pytest.importorskip("deepspeed")
+    from learner import checkpoint as ckpt
+
+    batches = [build_train_batch(*_episodes(n=8, seed=s), 4) for s in range(3)]
+    torch_run = LearnerWorker(tiny_model_path, _cfg())
+    want = [torch_run.step(shard_batch(b, 1, 3)[0]) for b in batches]
+    ds = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=2))
+    assert ds.backend == "deepspeed"
+    got = [ds.step(shard_batch(b, 1, 3)[0]) for b in batches[:2]]
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-5, abs=1e-7)
+        assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-4)
+    path = ckpt.write_checkpoint(tmp_path, 2, ds.save_state, meta={"backend": "deepspeed"})
+    after = ds.step(shard_batch(batches[2], 1, 3)[0])
+    del ds
+    resumed = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=2))
+    assert resumed.load_state(str(path)) == 2
+    again = resumed.step(shard_batch(batches[2], 1, 3)[0])
+    assert again["loss"] == after["loss"] and again["grad_norm"] == after["grad_norm"]
+    assert (path / "policy" / "config.json").is_file()

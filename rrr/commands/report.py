@@ -234,9 +234,18 @@ def plot(history: Sequence[dict[str, Any]], out: Path, window: int = 0) -> int:
             w = window or default_window(len(values))
             label = key.removeprefix("eval/")
             # Raw values faint, the moving average on top: noisy GRPO curves stay readable.
-            ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
-            ax.plot(steps, moving_average(values, w), color=color, linewidth=1.6,
-                    label=f"{label} (avg {w})")  # fmt: skip
+            # Few points (short runs, sparse periodic eval): mark them, a lone point shows.
+            marker = "o" if len(values) <= 30 else None
+            ax.plot(
+                steps, values, color=color, alpha=0.35, linewidth=0.8, marker=marker, markersize=2.5
+            )
+            ax.plot(
+                steps,
+                moving_average(values, w),
+                color=color,
+                linewidth=1.6,
+                label=f"{label} (avg {w})",
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)

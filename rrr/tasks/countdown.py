@@ -53,6 +53,13 @@ def countdown_user_prompt(nums: list[int], target: int) -> str:
         TARGET_PLACEHOLDER, str(target)
     )
 
+# Worked examples for `fewshot` > 0: SmolLM2-135M never writes a boxed equation zero-shot
+# (1 % on 2-number sums), but does after one example (~37 %, measured at temperature 1).
+FEWSHOT_EXAMPLES: tuple[tuple[list[int], int, str], ...] = (
+    ([3, 4], 7, "3 + 4"),
+    ([8, 1], 9, "8 + 1"),
+)
+
 
 class CountdownTask(Task):
     """Rows: ``{"nums": list[int], "target": int}`` plus optional ``id`` / ``solution``.
@@ -67,6 +74,12 @@ class CountdownTask(Task):
         "wrong_numbers",
         "missed_target",
     )
+
+    def __init__(self, family: str = "qwen", *, fewshot: int = 0) -> None:
+        super().__init__(family)
+        if not 0 <= fewshot <= len(FEWSHOT_EXAMPLES):
+            raise ValueError(f"fewshot must be in [0, {len(FEWSHOT_EXAMPLES)}], got {fewshot}")
+        self.fewshot = fewshot
 
     def validate_row(self, raw: Mapping[str, Any]) -> Row:
         if not isinstance(raw, Mapping):
@@ -98,9 +111,17 @@ class CountdownTask(Task):
         return row
 
     def first_messages(self, row: Row) -> list[Message]:
-        # Paper A.2: system prompt, then the problem "as role user".
+        # Paper A.2: system prompt, then the problem "as role user". Optional worked examples
+        # (not in the paper; data.fewshot) sit between them as earlier user/assistant turns.
+        shots = []
+        for nums, target, equation in FEWSHOT_EXAMPLES[: self.fewshot]:
+            shots += [
+                message("user", countdown_user_prompt(nums, target)),
+                message("assistant", f"\\boxed{{{equation}}}"),
+            ]
         return [
             message("system", COUNTDOWN_SYSTEM_PROMPT),
+            *shots,
             message("user", countdown_user_prompt(row["nums"], row["target"])),
         ]
 

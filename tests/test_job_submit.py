@@ -1,0 +1,77 @@
+"""`ray job submit` of the smoke run to a local Ray head (`ray start --head`) succeeds: the
+same path a cluster user takes (cluster/README.md), with the dashboard's job API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
+    gcs, dash = _free_port(), _free_port()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=8",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, timeout=180,
+    )  # fmt: skip
+    try:
+        run = tmp_path / "run"
+        entrypoint = (
+            f"{sys.executable} -m rrr.cli train --config configs/smoke-cpu.yaml "
+            f"model.name_or_path={tiny_model_path} model.max_model_len=1024 "
+            f"data.source={shared_data / 'countdown_sample.jsonl'} data.limit=2 "
+            "failures.samples_per_query=2 failures.max_tokens=8 episode.num_reflections=2 "
+            "episode.max_reflection_tokens=8 episode.max_retry_tokens=8 "
+            "learner.failures_per_step=2 learner.max_steps=1 rollout.kv_cache_gib=1 "
+            f"logging.output_dir={run} logging.progress=false"
+        )
+        t0 = time.time()
+        submit = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+             "--working-dir", str(ROOT), "--", *entrypoint.split()],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        logs = submit.stdout + submit.stderr
+        assert submit.returncode == 0, logs[-4000:]
+        assert "succeeded" in logs.lower(), logs[-4000:]
+        assert (run / "checkpoints" / "step_00000001").is_dir()
+        assert (run / "metrics.jsonl").read_text().count('"step": 1') == 1
+        print(f"ray job submit smoke run: {time.time() - t0:.0f} s")
+    finally:
+        _stop_head(gcs)
+
+
+def _stop_head(gcs_port: int) -> None:
+    """Stop only the head this test started: `ray stop` would also kill the test session's
+    own local Ray. Its workers share fate with their raylet."""
+    import psutil
+
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if f":{gcs_port}" in cmd or f"--gcs_server_port={gcs_port}" in cmd:
+            procs.append(p)
+    for p in procs:
+        p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    for p in alive:
+        p.kill()

@@ -1,0 +1,229 @@
+"""MetricsLogger: jsonl per step (flushed, resume truncation), TensorBoard, Ray gauges, W&B,
+and the one-line-per-step console format."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from rrr.config import Config, LoggingConfig
+from rrr.metrics import (
+    METRICS_FILE,
+    JsonlSink,
+    MetricsLogger,
+    RayGaugeSink,
+    format_step_line,
+    read_jsonl_records,
+    sanitize_metric_name,
+)
+
+STEP = {
+    "reward_mean": 0.375,
+    "first_try_success": 0.0,
+    "second_try_success": 0.375,
+    "reflection_tokens_mean": 142.4,
+    "kl": 0.00123,
+    "loss": -0.02,
+    "lr": 5e-7,
+    "grad_norm": 0.8,
+    "frac_zero_std": 0.25,
+    "tokens_per_s": 2345.6,
+    "sync_s": 1.23,
+    "step_s": 34.56,
+    "timing/rollout_s": 20.0,
+    "timing/verify_s": 1.0,
+    "timing/learn_s": 12.0,
+    "timing/sync_s": 1.23,
+    "failures_consumed": 256.0,
+    "verifier_errors": 0.0,
+}
+
+
+def jsonl_only(**kw: object) -> LoggingConfig:
+    return LoggingConfig(tensorboard=False, ray_metrics=False, wandb_project="", **kw)
+
+
+def lines(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / METRICS_FILE).read_text().splitlines()]
+
+
+def test_jsonl_line_per_step_is_on_disk_before_close(tmp_path):
+    logger = MetricsLogger(tmp_path, jsonl_only())
+    logger.log(1, STEP)
+    # Read while the logger is still open: a crash right now must lose nothing.
+    (row,) = lines(tmp_path)
+    assert row["step"] == 1 and row["reward_mean"] == 0.375 and row["timing/learn_s"] == 12.0
+    assert abs(row["time"] - __import__("time").time()) < 60
+    logger.log(2, {"reward_mean": 0.5})
+    assert [r["step"] for r in lines(tmp_path)] == [1, 2]
+    logger.close()
+    logger.close()  # idempotent
+
+
+def test_jsonl_coerces_numbers_and_drops_junk(tmp_path):
+    import numpy as np
+    import torch
+
+    with MetricsLogger(tmp_path, jsonl_only()) as logger:
+        logger.log(1, {"a": np.float32(0.5), "b": torch.tensor(2.0), "c": True, "d": "text",
+                       "e": float("nan"), "f": 3})  # fmt: skip
+    (row,) = lines(tmp_path)
+    assert row["a"] == 0.5 and row["b"] == 2.0 and row["c"] == 1.0 and row["f"] == 3.0
+    assert "d" not in row
+    assert row["e"] is None  # NaN has no JSON form; the line stays strict JSON
+
+
+def test_resume_truncates_later_steps_and_broken_tail(tmp_path):
+    with MetricsLogger(tmp_path, jsonl_only()) as logger:
+        for step in range(1, 8):
+            logger.log(step, {"reward_mean": step / 10})
+    with open(tmp_path / METRICS_FILE, "a") as f:
+        f.write('{"step": 8, "reward_me')  # the half-written line of a crash
+    with MetricsLogger(tmp_path, jsonl_only(), resume_step=5) as logger:
+        assert [r["step"] for r in lines(tmp_path)] == [1, 2, 3, 4]
+        logger.log(5, {"reward_mean": 0.55})
+    rows = lines(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5] and rows[-1]["reward_mean"] == 0.55
+
+
+def test_fresh_run_moves_old_file_aside(tmp_path):
+    with MetricsLogger(tmp_path, jsonl_only()) as logger:
+        logger.log(1, {"reward_mean": 0.1})
+    with MetricsLogger(tmp_path, jsonl_only()) as logger:
+        logger.log(1, {"reward_mean": 0.9})
+    assert [r["reward_mean"] for r in lines(tmp_path)] == [0.9]
+    (old,) = tmp_path.glob(METRICS_FILE + ".*.old")
+    assert json.loads(old.read_text())["reward_mean"] == 0.1
+
+
+def test_read_jsonl_records_counts_malformed(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1, "x": 1}\nnot json\n[1, 2]\n{"x": 2}\n{"step": "a"}\n\n'
+                    '{"step": 2.0, "x": 3}\n')  # fmt: skip
+    records, bad = read_jsonl_records(path)
+    assert [r["step"] for r in records] == [1, 2] and bad == 4
+
+
+def test_tensorboard_event_file_holds_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = LoggingConfig(tensorboard=True, ray_metrics=False)
+    with MetricsLogger(tmp_path, cfg) as logger:
+        logger.log(1, STEP)
+        logger.log(2, {**STEP, "reward_mean": 0.5})
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert "timing/rollout_s" in acc.Tags()["scalars"]
+    reward = [(e.step, e.value) for e in acc.Scalars("reward_mean")]
+    assert reward == [(1, 0.375), (2, 0.5)]
+
+
+def test_sinks_are_pluggable(tmp_path):
+    seen = []
+
+    class Capture:
+        def write(self, step, metrics, wall_time):
+            seen.append((step, dict(metrics)))
+
+        def close(self):
+            seen.append("closed")
+
+    with MetricsLogger(tmp_path, sinks=[Capture()]) as logger:
+        logger.log(3, {"kl": 0.1})
+    assert seen == [(3, {"kl": 0.1}), "closed"]
+
+
+def test_full_config_accepted(tmp_path):
+    cfg = Config()
+    cfg.logging.tensorboard = False
+    cfg.logging.ray_metrics = False
+    with MetricsLogger(tmp_path, cfg, resume_step=None) as logger:
+        assert [type(s) for s in logger.sinks] == [JsonlSink]
+        logger.log(1, {"loss": 1.0})
+    assert lines(tmp_path)[0]["loss"] == 1.0
+
+
+def test_sanitize_metric_name():
+    assert sanitize_metric_name("reward_mean") == "rrr_reward_mean"
+    assert sanitize_metric_name("timing/rollout_s") == "rrr_timing_rollout_s"
+    assert sanitize_metric_name("eval/second-try acc.%") == "rrr_eval_second_try_acc"
+    assert sanitize_metric_name("1st") == "rrr_1st"
+    assert sanitize_metric_name("///") == "rrr_unnamed"
+
+
+def test_ray_sink_is_silent_without_ray(tmp_path, monkeypatch):
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: False)
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    sink = RayGaugeSink("run")
+    sink.write(1, {"kl": 0.1}, 0.0)
+    assert sink.gauges == {}
+
+
+@pytest.mark.slow
+def test_ray_gauges_created_when_ray_is_up(tmp_path, ray_local):
+    cfg = LoggingConfig(tensorboard=False, ray_metrics=True)
+    with MetricsLogger(tmp_path, cfg, run_name="test-run") as logger:
+        logger.log(1, STEP)
+        logger.log(2, STEP)
+        (ray_sink,) = [s for s in logger.sinks if isinstance(s, RayGaugeSink)]
+        assert not ray_sink._failed
+        assert {"rrr_reward_mean", "rrr_timing_rollout_s", "rrr_step"} <= set(ray_sink.gauges)
+        assert len(ray_sink.gauges) == len(STEP) + 1
+
+
+def test_wandb_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    cfg = LoggingConfig(tensorboard=False, ray_metrics=False, wandb_project="rrr")
+    with pytest.raises(RuntimeError, match=r"logging\.wandb_project.*wandb"):
+        MetricsLogger(tmp_path, cfg)
+
+
+def test_wandb_logs_and_resumes_same_run(tmp_path, monkeypatch):
+    calls: list = []
+
+    class Run:
+        def log(self, data, step):
+            calls.append(("log", step, data))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    def init(**kw):
+        calls.append(("init", kw))
+        return Run()
+
+    fake = types.SimpleNamespace(init=init, util=types.SimpleNamespace(generate_id=lambda: "abc"))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = Config()
+    cfg.logging.tensorboard, cfg.logging.ray_metrics = False, False
+    cfg.logging.wandb_project = "rrr"
+    with MetricsLogger(tmp_path, cfg) as logger:
+        logger.log(1, {"kl": 0.5})
+    fake.util.generate_id = lambda: "other"
+    with MetricsLogger(tmp_path, cfg, resume_step=2):
+        pass
+    inits = [c[1] for c in calls if c[0] == "init"]
+    assert inits[0]["project"] == "rrr" and inits[0]["config"]["learner"]["kl_coef"] == 0.001
+    assert [i["id"] for i in inits] == ["abc", "abc"]  # the resumed job continues the W&B run
+    assert ("log", 1, {"kl": 0.5}) in calls
+
+
+def test_format_step_line_full():
+    line = format_step_line(12, 1750, STEP)
+    assert line == (
+        "step   12/1750 | reward 0.375 | 1st 0.000 | 2nd 0.375 | refl_tok 142 | kl 1.23e-03 | "
+        "tok/s 2,346 | sync 1.2s | time 34.6s"
+    )
+
+
+def test_format_step_line_missing_and_nan():
+    line = format_step_line(3, 5, {"reward_mean": 0.25, "kl": float("nan")})
+    assert line == (
+        "step 3/5 | reward 0.250 | 1st - | 2nd - | refl_tok - | kl nan | tok/s - | sync - | time -"
+    )

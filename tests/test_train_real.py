@@ -1,0 +1,56 @@
+"""`rrr train` end to end on local Ray: a real vLLM CPU engine, real verifier actors, a real
+learner; 2 steps with checkpoints, then a restart that resumes and continues at step 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rrr.cli import main
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, shared_data, tmp_path,
+                                               capsys):  # fmt: skip
+    run = tmp_path / "run"
+    args = [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
+        f"data.source={shared_data / 'countdown_sample.jsonl'}", "data.limit=4",
+        "failures.samples_per_query=2", "failures.max_tokens=12",
+        "episode.num_reflections=2", "episode.max_reflection_tokens=8",
+        "episode.max_retry_tokens=8", "learner.failures_per_step=2",
+        "learner.micro_batch_size=2", "learner.lr=1e-4", "learner.max_steps=2",
+        "logging.checkpoint_every=1", "logging.keep_checkpoints=2", "rollout.kv_cache_gib=1",
+        f"logging.output_dir={run}", "logging.progress=false",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.split("run directory:")[0])
+    assert summary["start_step"] == 0 and summary["end_step"] == 2
+    assert _steps(run) == [1, 2]
+    first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for m in first:
+        assert m["reflection_tokens_mean"] > 0 and m["step_s"] > 0
+        assert {"timing/rollout_s", "timing/learn_s", "timing/sync_s", "kl", "loss"} <= set(m)
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_00000001", "step_00000002"]
+    assert (run / "failures" / "manifest.json").is_file()
+
+    # Restart with the same output directory and one more step: resumes at step 3.
+    assert main([*args[:-2], "learner.max_steps=3", *args[-2:]]) == 0
+    resumed = json.loads(capsys.readouterr().out.split("run directory:")[0])
+    assert resumed["start_step"] == 2 and resumed["end_step"] == 3
+    assert _steps(run) == [1, 2, 3]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000002", "step_00000003"
+    ]  # fmt: skip
+    state = json.loads((run / "checkpoints" / "step_00000003" / "state.json").read_text())
+    assert state["extra_state"]["cursor"]["consumed"] == 6  # 3 steps x 2 failures
