@@ -108,6 +108,8 @@ def trl_step(trainer, model, opt, inputs: dict[str, torch.Tensor], mbs: int) -> 
     t0 = time.perf_counter()
     n = inputs["prompt_ids"].shape[0]
     micro = [{k: v[i : i + mbs] for k, v in inputs.items()} for i in range(0, n, mbs)]
+    # The HF Trainer sets this each step; TRL's "grpo" loss divides by it (accumulation).
+    trainer.current_gradient_accumulation_steps = len(micro)
     for mb in micro:
         ids = torch.cat([mb["prompt_ids"], mb["completion_ids"]], dim=1)
         attn = torch.cat([mb["prompt_mask"], mb["completion_mask"]], dim=1)
@@ -115,7 +117,7 @@ def trl_step(trainer, model, opt, inputs: dict[str, torch.Tensor], mbs: int) -> 
             mb["ref_per_token_logps"], _, _ = trainer._get_per_token_logps_and_entropies(
                 trainer.ref_model, ids, attn, mb["completion_ids"].size(1)
             )
-        loss = trainer.compute_loss(model, mb) / len(micro)
+        loss = trainer.compute_loss(model, mb)
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()

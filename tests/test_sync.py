@@ -56,10 +56,45 @@ def test_pack_reuses_a_buffer_and_rejects_a_wrong_tensor():
 
 
 @pytest.mark.gpu
-def test_nccl_sync_matches_learner_logprobs():  # pragma: no cover - needs CUDA
-    """GPU twin of the CPU test below (NcclSync + rrr_receive_buckets); the packing it uses is
-    covered on CPU by the bucket tests above."""
-    pytest.skip("run on a GPU cluster: same flow as test_object_store_sync_* with NcclSync")
+@pytest.mark.slow
+def test_nccl_sync_gives_the_rollout_worker_the_learners_weights(ray_local, tiny_model_path):
+    """GPU twin of the CPU test below: NcclSync (learner rank 0 + the vLLM worker in one NCCL
+    group, packed buckets, rrr_receive_buckets). NCCL refuses two ranks on one device, so this
+    needs two GPUs. The bucket packing it runs is covered on CPU by the tests above."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("NCCL sync needs 2 GPUs (learner and vLLM on different devices)")
+    from actors.rollout_worker import RolloutWorker
+    from learner.group import LearnerGroup
+    from learner.weight_sync import NcclSync
+    from rrr.config import LearnerConfig
+
+    worker = RolloutWorker.options(num_gpus=1).remote(
+        model_path=tiny_model_path,
+        dtype="float32",
+        max_model_len=1024,
+        gpu_memory_utilization=0.3,
+        seed=0,
+    )
+    cfg = LearnerConfig(
+        lr=3e-2,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        max_steps=10,
+        gradient_checkpointing=False,
+        micro_batch_size=2,
+        kl_coef=0.0,
+        backend="torch",
+        bf16=False,
+        num_gpus_per_learner=1,
+    )
+    group = LearnerGroup(cfg, tiny_model_path)
+    sync = NcclSync(bucket_bytes=1 << 20)  # several buckets even for the tiny model
+    try:
+        _step_sync_and_compare(ray_local, worker, group, sync, None)
+    finally:
+        sync.close()
+        group.shutdown()
+        ray_local.kill(worker)
 
 
 @pytest.mark.slow
@@ -67,47 +102,12 @@ def test_nccl_sync_matches_learner_logprobs():  # pragma: no cover - needs CUDA
 def test_object_store_sync_gives_the_rollout_worker_the_learners_weights(
     ray_local, rollout_worker, tiny_model_path, transport
 ):
-    from learner.batch import build_train_batch
     from learner.weight_sync import ObjectStoreSync
-    from rrr.generation import GenRequest
 
     group = _learner_group(tiny_model_path)
-    prompt = [1, 42, 77, 1337, 9, 2024, 31]
-
-    def sample() -> tuple[list[int], list[float]]:
-        req = GenRequest(prompt, n=1, temperature=1.0, max_tokens=12)
-        s = ray_local.get(rollout_worker.generate.remote([req]))[0][0]
-        return s.token_ids, s.logprobs
-
-    def learner_logprobs(ids: list[int]) -> torch.Tensor:
-        b = build_train_batch(
-            [prompt + ids], [(len(prompt), len(prompt) + len(ids))], [[0.0] * len(ids)], [0.0], 1
-        )
-        lp = ray_local.get(group.actors[0].logprobs.remote(b))
-        return lp[0][b.mask[0]]
-
     sync = ObjectStoreSync(transport=transport)
     try:
-        ids0, vllm0 = sample()
-        before = learner_logprobs(ids0)
-        assert torch.allclose(torch.tensor(vllm0), before, atol=2e-3)
-        # A high-lr step changes the policy; then push it.
-        batch = build_train_batch(
-            [prompt + ids0] * 2,
-            [(len(prompt), len(prompt) + len(ids0))] * 2,
-            [vllm0] * 2,
-            [1.0, 0.0],
-            2,
-        )
-        group.step(batch)
-        sync.init(group, [rollout_worker])
-        assert sync.transport == transport
-        timings = sync.push()
-        assert timings.bytes > 0 and timings.load_s > 0 and timings.total_s > 0
-        ids1, vllm1 = sample()
-        after = learner_logprobs(ids1)
-        assert torch.allclose(torch.tensor(vllm1), after, atol=2e-3), (vllm1, after)
-        assert not torch.allclose(learner_logprobs(ids0), before, atol=1e-2)
+        _step_sync_and_compare(ray_local, rollout_worker, group, sync, transport)
     finally:
         sync.close()
         group.shutdown()
@@ -134,3 +134,37 @@ def _learner_group(model_path: str):
         kl_coef=0.0,
     )
     return LearnerGroup(cfg, model_path)
+
+
+def _step_sync_and_compare(ray_local, worker, group, sync, transport) -> None:
+    """Sample from vLLM, check the learner agrees, take a high-lr step, push, sample again: the
+    new log-probs match the learner's (fp32, 2e-3) and the old sequence's have moved."""
+    from learner.batch import build_train_batch
+    from rrr.generation import GenRequest
+
+    prompt = [1, 42, 77, 1337, 9, 2024, 31]
+
+    def sample() -> tuple[list[int], list[float]]:
+        req = GenRequest(prompt, n=1, temperature=1.0, max_tokens=12)
+        s = ray_local.get(worker.generate.remote([req]))[0][0]
+        return s.token_ids, s.logprobs
+
+    def learner_logprobs(ids: list[int]) -> torch.Tensor:
+        span = (len(prompt), len(prompt) + len(ids))
+        b = build_train_batch([prompt + ids], [span], [[0.0] * len(ids)], [0.0], 1)
+        return ray_local.get(group.actors[0].logprobs.remote(b))[0][b.mask[0]]
+
+    ids0, vllm0 = sample()
+    before = learner_logprobs(ids0)
+    assert torch.allclose(torch.tensor(vllm0), before, atol=2e-3)
+    span = (len(prompt), len(prompt) + len(ids0))
+    group.step(build_train_batch([prompt + ids0] * 2, [span] * 2, [vllm0] * 2, [1.0, 0.0], 2))
+    sync.init(group, [worker])
+    if transport is not None:
+        assert sync.transport == transport
+    timings = sync.push()
+    assert timings.bytes > 0 and timings.load_s > 0 and timings.total_s > 0
+    ids1, vllm1 = sample()
+    after = learner_logprobs(ids1)
+    assert torch.allclose(torch.tensor(vllm1), after, atol=2e-3), (vllm1, after)
+    assert not torch.allclose(learner_logprobs(ids0), before, atol=1e-2)
