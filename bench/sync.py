@@ -52,7 +52,8 @@ def main() -> None:
     from rrr.models import resolve_model
 
     path = resolve_model(args.model)
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    # A private local Ray, even if another cluster runs on this machine.
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     worker = RolloutWorker.options(num_cpus=1).remote(
         model_path=path, max_model_len=2048, kv_cache_gib=1, seed=0
     )

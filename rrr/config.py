@@ -230,8 +230,8 @@ class SyncConfig:
 class ClusterConfig:
     address: str = _f(
         "auto",
-        "Ray address: 'auto' joins the cluster a job was submitted to, else starts local Ray; "
-        "'local' always starts local Ray; or an explicit address.",
+        "Ray address: 'auto' joins the cluster RAY_ADDRESS names (`ray job submit` sets it), "
+        "else starts a local Ray; 'local' always starts one; or an explicit address.",
     )
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "'auto' = cuda when a GPU is visible.")
     colocate: bool = _f(

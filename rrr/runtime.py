@@ -6,6 +6,7 @@ Shared by `rrr build-failures`, `rrr eval` and `rrr train`, so all three start t
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from rrr.episodes import EpisodeEngine
 from rrr.models import resolve_model
 from rrr.tasks import detect_family, get_task
 from rrr.tasks.base import Task
+
+VERIFIER_CPUS = 0.5  # each verifier actor's CPU reservation (actors/verifier_pool.py)
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +35,58 @@ def init_ray(cfg: Config) -> Any:
     if ray.is_initialized():
         return ray
     address = cfg.cluster.address
-    if address == "local":
-        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False)
-    elif address == "auto":
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address="auto")
-        else:
-            ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False)
+    if address == "auto" and os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto")  # inside `ray job submit`, or pointed at a cluster
+    elif address in ("auto", "local"):
+        # "local", not None: ray.init() with no address would join whatever cluster a stale
+        # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone. Logical CPUs
+        # are raised to what the actors reserve: on a 2-core laptop they mostly take turns.
+        num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(required(cfg)["CPU"]))
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     else:
         ray.init(address=address)
     log.info("ray: %s", ray.cluster_resources())
+    check_resources(cfg, ray.cluster_resources())
     return ray
+
+
+def required(cfg: Config) -> dict[str, float]:
+    """Logical resources the run's actors reserve (rollout, learner, verifier pool)."""
+    r, lr, v = cfg.rollout, cfg.learner, cfg.verifier
+    gpus = r.num_workers * r.num_gpus_per_worker + lr.num_learners * lr.num_gpus_per_learner
+    cpus = r.num_workers * r.num_cpus_per_worker + lr.num_learners * lr.num_cpus_per_learner
+    return {"CPU": cpus + v.num_workers * VERIFIER_CPUS, "GPU": gpus}
+
+
+def check_resources(cfg: Config, available: dict[str, float]) -> None:
+    """Refuse a run the cluster cannot hold before any actor starts (an actor that can never be
+    scheduled would otherwise wait forever)."""
+    need = required(cfg)
+    for key, amount in need.items():
+        have = available.get(key, 0.0)
+        if amount > have + 1e-9:
+            raise ResourceError(
+                f"the config asks for {amount:g} {key} but the Ray cluster has {have:g} "
+                f"(rollout.num_workers={cfg.rollout.num_workers} x "
+                f"rollout.num_{key.lower()}s_per_worker, learner.num_learners="
+                f"{cfg.learner.num_learners} x learner.num_{key.lower()}s_per_learner"
+                + (
+                    f", verifier.num_workers={cfg.verifier.num_workers} x {VERIFIER_CPUS}"
+                    if key == "CPU"
+                    else ""
+                )
+                + ")"
+            )
+    tp, gpus = cfg.rollout.tensor_parallel_size, cfg.rollout.num_gpus_per_worker
+    if gpus and tp > 1 and gpus != tp:
+        raise ResourceError(
+            f"rollout.tensor_parallel_size={tp} needs rollout.num_gpus_per_worker={tp}, "
+            f"got {gpus:g}"
+        )
+
+
+class ResourceError(RuntimeError):
+    """The config asks for more than the cluster has."""
 
 
 @dataclass
@@ -89,7 +133,11 @@ def generation_stack(cfg: Config):
     fleet = RolloutFleet.start(cfg, model_path)
     v = cfg.verifier
     verifier = VerifierPool(
-        task, num_workers=v.num_workers, timeout_s=v.timeout_s, batch_size=v.batch_size
+        task,
+        num_workers=v.num_workers,
+        timeout_s=v.timeout_s,
+        batch_size=v.batch_size,
+        num_cpus=VERIFIER_CPUS,
     )
     engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
     stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine)

@@ -38,7 +38,7 @@ def test_incremental_equals_whole_conversation(tok, task_name, shared_data):
     row = task.validate_row(json.loads((shared_data / sample).read_text().splitlines()[0]))
     r = ChatRenderer(tok)
     first = task.first_messages(row)
-    attempt = tok.encode("I think it is 42.", add_special_tokens=False) + [tok.eos_token_id]
+    attempt = [*tok.encode("I think it is 42.", add_special_tokens=False), tok.eos_token_id]
     reflection = tok.encode("I ignored the numbers.", add_special_tokens=False)  # truncated
     ids = r.prompt_ids(first) + attempt
     history = [*first, {"role": "assistant", "content": "I think it is 42."}]
@@ -61,7 +61,7 @@ def test_llama3_style_template(tok):
     assert eot in r.stop_token_ids()
     msgs = [{"role": "user", "content": "hi"}]
     gen = t.encode("hello", add_special_tokens=False)
-    for sampled in (gen + [eot], gen):  # stopped on end-of-turn, or cut by max_tokens
+    for sampled in ([*gen, eot], gen):  # stopped on end-of-turn, or cut by max_tokens
         ids = r.prompt_ids(msgs) + sampled
         ids += r.continuation_ids(msgs, [{"role": "user", "content": "again"}], sampled)
         whole = [*msgs, {"role": "assistant", "content": "hello"},

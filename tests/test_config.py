@@ -82,3 +82,16 @@ def test_every_key_has_help():
     rows = describe()
     assert len(rows) > 60
     assert all(help_text for _, _, _, help_text in rows), [k for k, *_, h in rows if not h]
+
+
+def test_impossible_resources_are_refused_before_any_actor():
+    from rrr.runtime import ResourceError, check_resources
+
+    cfg = load_config(ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml")
+    check_resources(cfg, {"CPU": 64.0, "GPU": 8.0})
+    with pytest.raises(ResourceError, match=r"asks for 8 GPU but the Ray cluster has 4"):
+        check_resources(cfg, {"CPU": 64.0, "GPU": 4.0})
+    bad_tp = load_config(ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml",
+                         ["rollout.tensor_parallel_size=2"])  # fmt: skip
+    with pytest.raises(ResourceError, match="tensor_parallel_size=2 needs"):
+        check_resources(bad_tp, {"CPU": 64.0, "GPU": 8.0})

@@ -62,7 +62,7 @@ def _engine(tok, gen, **cfg):
 
 
 def _failures(tok):
-    ids = tok.encode(r"\boxed{9}", add_special_tokens=False) + [tok.eos_token_id]
+    ids = [*tok.encode(r"\boxed{9}", add_special_tokens=False), tok.eos_token_id]
     return [Failure(row, ids, r"\boxed{9}") for row in ROWS]
 
 

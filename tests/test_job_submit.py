@@ -77,3 +77,5 @@ def _stop_head(gcs_port: int) -> None:
     _, alive = psutil.wait_procs(procs, timeout=20)
     for p in alive:
         p.kill()
+    # As `ray stop` does: a stale address file would make later ray.init() calls try to join.
+    Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
