@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from rrr.config import Config, save_config
 from rrr.data_cursor import EpochSampler
@@ -78,6 +81,13 @@ def train(cfg: Config) -> dict[str, Any]:
         metrics_log = MetricsLogger(run_dir, cfg, resume_step=start + 1 if resumed else None)
         summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
         step = start
+        bar = tqdm(
+            total=cfg.learner.max_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            disable=not (cfg.logging.progress and sys.stderr.isatty()),
+        )
         try:
             for step in range(start + 1, cfg.learner.max_steps + 1):
                 timings: dict[str, float] = {}
@@ -103,6 +113,10 @@ def train(cfg: Config) -> dict[str, Any]:
                 )
                 metrics["first_try_success"] = first_ok
                 metrics_log.log(step, metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{metrics['reward_mean']:.3f}", step_s=f"{metrics['step_s']:.0f}"
+                )
                 if step % cfg.logging.log_every == 0:
                     log.info(format_step_line(step, cfg.learner.max_steps, metrics))
                 last = step == cfg.learner.max_steps or stop.requested
@@ -119,6 +133,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 if stop.requested:
                     break
         finally:
+            bar.close()
             stop.restore()
             metrics_log.close()
             sync.close()

@@ -1,0 +1,43 @@
+"""Start-up failures of a rollout engine name their cause at once instead of hanging."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.vllm_engine import EngineStartError, VLLMEngine
+from rrr.models import ModelError, resolve_model
+
+
+def test_missing_model_path_is_named():
+    with pytest.raises(EngineStartError, match="/nope/model"):
+        VLLMEngine("/nope/model")
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("./nope/model")
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model("not a hub id")
+
+
+def test_tensor_parallel_on_cpu_is_refused(tiny_model_path):
+    with pytest.raises(EngineStartError, match="tensor_parallel_size=2"):
+        VLLMEngine(tiny_model_path, tensor_parallel_size=2)
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelError, match=r"no config\.json"):
+        resolve_model(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_vllm_failure_inside_the_actor_surfaces_as_engine_start_error(ray_local, tmp_path):
+    """A directory vLLM cannot load (a config naming an unknown architecture): the fleet
+    raises EngineStartError carrying vLLM's message, never a hang."""
+    import json
+
+    from actors.rollout_worker import RolloutFleet
+    from rrr.config import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["NoSuchModel"],
+                                                      "model_type": "no_such_model"}))  # fmt: skip
+    cfg = load_config(None, ["rollout.kv_cache_gib=1"])
+    with pytest.raises(EngineStartError, match=r"(?s)failed to start.*" + str(tmp_path)):
+        RolloutFleet.start(cfg, str(tmp_path), timeout_s=300)
