@@ -65,7 +65,8 @@ def ray_local():
     if not ray.is_initialized():
         # Logical CPUs above the 2 physical ones let rollout, learner and verifier actors
         # coexist; they mostly wait on each other.
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        # address="local": never join a cluster some other process left behind.
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
