@@ -47,11 +47,14 @@ def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
             f"logging.output_dir={run} logging.progress=false"
         )
         t0 = time.time()
-        submit = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-             "--working-dir", str(ROOT), "--", *entrypoint.split()],
-            env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+        cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+               "--working-dir", str(ROOT), "--", *entrypoint.split()]  # fmt: skip
+        for _ in range(30):
+            submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            # Right after `ray start` the dashboard answers before its job agent is up.
+            if "No available agent" not in submit.stderr + submit.stdout:
+                break
+            time.sleep(2)
         logs = submit.stdout + submit.stderr
         assert submit.returncode == 0, logs[-4000:]
         assert "succeeded" in logs.lower(), logs[-4000:]
