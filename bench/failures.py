@@ -80,7 +80,8 @@ def main() -> None:
             setting,
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        results[setting] = json.loads(out.split("RESULT ", 1)[1])
+        line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+        results[setting] = json.loads(line[len("RESULT ") :])
     print(f"{args.queries} queries x K={args.k} samples, <= {args.max_tokens} tokens each")
     for setting, r in results.items():
         rate = args.queries / r["seconds"]
