@@ -129,3 +129,11 @@ def test_episode_tokens_and_mask_align(ray_local, rollout_worker, tokenizer, sha
     # The G episodes of a failure share its context but sample different reflections.
     group = batch.episodes[:3]
     assert len({tuple(e.tokens[e.span[0] :]) for e in group}) > 1
+
+
+def test_sleep_and_wake_are_logged_no_ops_on_cpu(ray_local, rollout_worker, prompt):
+    """vLLM's CPU build has no sleep mode: both calls say so and generation still works."""
+    assert ray_local.get(rollout_worker.sleep.remote()) is False
+    assert ray_local.get(rollout_worker.wake_up.remote()) is False
+    out = ray_local.get(rollout_worker.generate.remote([GenRequest(prompt, max_tokens=4)]))
+    assert len(out[0][0].token_ids) >= 1
