@@ -25,6 +25,13 @@ def _free_port() -> int:
 
 def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
     gcs, dash = _free_port(), _free_port()
+    # Every fixed default port of a head gets a free one: the test session's own Ray (and any
+    # other Ray on the machine) already holds the defaults, and the job agent then never
+    # comes up ("No available agent to submit job").
+    agent_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
+        "object-manager-port")]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # A throwaway loopback head: token auth (Ray's default) would need the token plumbed into
     # the submitting client; the cluster recipe in cluster/README.md keeps auth on.
@@ -32,7 +39,7 @@ def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=8",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--disable-usage-stats"],
+         "--disable-usage-stats", *agent_ports],
         check=True, env=env, capture_output=True, timeout=180,
     )  # fmt: skip
     try:
