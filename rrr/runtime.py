@@ -106,9 +106,8 @@ class Stack:
         self.verifier.shutdown()
 
 
-def load_task(cfg: Config, model_path: str) -> Task:
+def load_task(cfg: Config) -> Task:
     """The configured task in the model's prompt family (paper A.1: chosen per model family)."""
-    del model_path  # the family comes from the configured name, which users recognise
     options = {"fewshot": cfg.data.fewshot} if cfg.data.fewshot else {}
     return get_task(
         cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family), **options
@@ -124,7 +123,7 @@ def generation_stack(cfg: Config):
     from actors.verifier_pool import VerifierPool
 
     model_path = resolve_model(cfg.model.name_or_path)
-    task = load_task(cfg, model_path)
+    task = load_task(cfg)
     tokenizer = AutoTokenizer.from_pretrained(
         model_path, trust_remote_code=cfg.model.trust_remote_code
     )

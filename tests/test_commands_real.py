@@ -69,7 +69,7 @@ def test_build_failures_cli_then_resume(ray_local, rollout_worker, tiny_model_pa
     # A crash that lost shard 1: only that shard is redone (reusing the session's engine).
     (out / "shard-00001.parquet").unlink()
     cfg = load_config(ROOT / "configs/smoke-cpu.yaml", overrides)
-    task = load_task(cfg, tiny_model_path)
+    task = load_task(cfg)
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     fleet = RolloutFleet([rollout_worker])
     engine = EpisodeEngine(task, ChatRenderer(tok), fleet, LocalVerifier(task), cfg.episode, 1024)

@@ -47,7 +47,7 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     from rrr.tasks.loading import load_rows
 
     f = cfg.failures
-    task = stack.task if stack is not None else load_task(cfg, cfg.model.name_or_path)
+    task = stack.task if stack is not None else load_task(cfg)
     loaded = load_rows(task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
     log.info(loaded.summary())
     rows = loaded.rows
