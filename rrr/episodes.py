@@ -166,17 +166,15 @@ class EpisodeEngine:
             history = [*first, {"role": "assistant", "content": f.attempt_text}]
             chains += [_Chain(i, g, list(history), list(ids)) for g in range(G)]
 
+        suffixes: dict[tuple, list[int]] = {}
         for round_ in range(self.cfg.retry_depth):
             live = [c for c in chains if not c.done]
             if not live:
                 break
             # Reflection phase. Round 0 samples G per failure from one shared context.
             for c in live:
-                reflect_msg = self.task.reflection_message(failures[c.failure_index].row)
-                c.ids += self.renderer.continuation_ids(
-                    c.history[:-1], [reflect_msg], self._last_generated(c)
-                )
-                c.history.append(reflect_msg)
+                row = failures[c.failure_index].row
+                self._append_turns(c, [self.task.reflection_message(row)], suffixes)
             firsts = [c for c in live if round_ > 0 or c.group_index == 0]
             n = 1 if round_ > 0 else G
             t0 = time.perf_counter()
@@ -206,11 +204,8 @@ class EpisodeEngine:
             # Retry phase: the family's retry turn (paper A.1/A.2), one retry per reflection.
             live = [c for c in live if not c.done]
             for c in live:
-                retry_msgs = self.task.retry_messages(failures[c.failure_index].row)
-                c.ids += self.renderer.continuation_ids(
-                    c.history[:-1], retry_msgs, self._last_generated(c)
-                )
-                c.history += retry_msgs
+                self._append_turns(c, self.task.retry_messages(failures[c.failure_index].row),
+                                   suffixes)  # fmt: skip
             t0 = time.perf_counter()
             outs = self._generate_for(
                 live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens, counters
@@ -302,6 +297,21 @@ class EpisodeEngine:
             group = leader.get(c.failure_index)
             result.append((c, group[c.group_index] if group else None))
         return result
+
+    def _append_turns(self, c: _Chain, turns: list[Message], cache: dict[tuple, list[int]]) -> None:
+        """Append `turns` (and a generation prompt) after the chain's last assistant turn.
+
+        The suffix depends only on the conversation's shape, the new turns and whether the
+        sampler already closed the turn (rrr/chat.py), so the G chains of a failure share one
+        rendering instead of paying the chat template G times.
+        """
+        last = self._last_generated(c)
+        key = (c.failure_index, len(c.history), tuple((m["role"], m["content"]) for m in turns),
+               tuple(last))  # fmt: skip
+        if key not in cache:
+            cache[key] = self.renderer.continuation_ids(c.history[:-1], turns, last)
+        c.ids += cache[key]
+        c.history += turns
 
     @staticmethod
     def _last_generated(chain: _Chain) -> list[int]:

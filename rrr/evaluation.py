@@ -43,11 +43,9 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         max_reflection_tokens=e.max_reflection_tokens,
         max_retry_tokens=e.max_tokens,
     )
-    saved, engine.cfg = engine.cfg, reflect_cfg
-    try:
-        batch = engine.run(failures) if failures else None
-    finally:
-        engine.cfg = saved
+    reflect = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
+                            reflect_cfg, engine.max_model_len)  # fmt: skip
+    batch = reflect.run(failures) if failures else None
     episodes = batch.episodes if batch else []
     n = len(rows)
     first_ok = sum(1 for v in first if v is not None and v.correct)

@@ -64,9 +64,7 @@ def test_nccl_sync_gives_the_rollout_worker_the_learners_weights(ray_local, tiny
     if torch.cuda.device_count() < 2:
         pytest.skip("NCCL sync needs 2 GPUs (learner and vLLM on different devices)")
     from actors.rollout_worker import RolloutWorker
-    from learner.group import LearnerGroup
     from learner.weight_sync import NcclSync
-    from rrr.config import LearnerConfig
 
     worker = RolloutWorker.options(num_gpus=1).remote(
         model_path=tiny_model_path,
@@ -75,19 +73,7 @@ def test_nccl_sync_gives_the_rollout_worker_the_learners_weights(ray_local, tiny
         gpu_memory_utilization=0.3,
         seed=0,
     )
-    cfg = LearnerConfig(
-        lr=3e-2,
-        lr_scheduler="constant",
-        warmup_ratio=0.0,
-        max_steps=10,
-        gradient_checkpointing=False,
-        micro_batch_size=2,
-        kl_coef=0.0,
-        backend="torch",
-        bf16=False,
-        num_gpus_per_learner=1,
-    )
-    group = LearnerGroup(cfg, tiny_model_path)
+    group = _learner_group(tiny_model_path, backend="torch", bf16=False, num_gpus_per_learner=1)
     sync = NcclSync(bucket_bytes=1 << 20)  # several buckets even for the tiny model
     try:
         _step_sync_and_compare(ray_local, worker, group, sync, None)
@@ -120,7 +106,7 @@ def test_object_store_sync_gives_the_rollout_worker_the_learners_weights(
     assert not os.path.exists(sync.path)
 
 
-def _learner_group(model_path: str):
+def _learner_group(model_path: str, **overrides):
     from learner.group import LearnerGroup
     from rrr.config import LearnerConfig
 
@@ -132,6 +118,7 @@ def _learner_group(model_path: str):
         gradient_checkpointing=False,
         micro_batch_size=2,
         kl_coef=0.0,
+        **overrides,
     )
     return LearnerGroup(cfg, model_path)
 

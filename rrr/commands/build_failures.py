@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,11 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     todo = [i for i in range(len(shards)) if i not in done]
     t0 = time.perf_counter()
     counts = {"queries": 0, "kept": 0}
-    if todo and stack is None:
-        resolve_model(cfg.model.name_or_path)  # fail on a bad model before Ray starts
-        with generation_stack(cfg) as stack:
-            _run_shards(cfg, out, stack, shards, todo, counts)
-    elif todo:
-        _run_shards(cfg, out, stack, shards, todo, counts)
+    if todo:
+        if stack is None:
+            resolve_model(cfg.model.name_or_path)  # fail on a bad model before Ray starts
+        with generation_stack(cfg) if stack is None else nullcontext(stack) as running:
+            _run_shards(cfg, out, running, shards, todo, counts)
     elapsed = time.perf_counter() - t0
     total_records, _ = fd.read_failures(out)
     return {
