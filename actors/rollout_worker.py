@@ -7,12 +7,14 @@ split into R contiguous shards (one per worker), sent in parallel, and stitched 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from actors.vllm_engine import EngineStartError, VLLMEngine
 from rrr.config import Config
+from rrr.errors import RRRError
 from rrr.generation import GenRequest, Sample
 
 log = logging.getLogger(__name__)
@@ -37,17 +39,49 @@ def engine_kwargs(cfg: Config, model_path: str) -> dict[str, Any]:
         "enable_prefix_caching": r.enable_prefix_caching,
         "enable_sleep_mode": r.enable_sleep_mode,
         "seed": r.seed,
+        "in_process": r.in_process_engine,
         "trust_remote_code": cfg.model.trust_remote_code,
     }
 
 
-class RolloutFleet:
-    """R rollout workers; satisfies rrr.generation.Generator."""
+class RolloutWorkerLost(RRRError, RuntimeError):
+    """Rollout workers kept dying: more restarts than rollout.max_restarts allows."""
 
-    def __init__(self, workers: list[Any]) -> None:
+
+# Ray errors that mean "this actor is gone", as opposed to an exception raised by its code.
+_ACTOR_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class RolloutFleet:
+    """R rollout workers; satisfies rrr.generation.Generator.
+
+    A worker that dies (node pre-empted, OOM-killed, `ray.kill`) is replaced by a fresh actor:
+    `on_restart` gives it the current policy weights (the trainer wires it to the weight
+    sync), and its shard of the interrupted call is sent again. Results are collected per
+    shard, so a re-sent shard replaces the lost one and no request is answered twice.
+
+    With `seed_base` set, every call reseeds each worker's sampler from (seed_base, call
+    number, worker index): a re-sent shard on the new worker samples what the lost worker
+    would have, and a resumed run repeats an uninterrupted one (given prefix caching is off,
+    see RolloutConfig.seed).
+    """
+
+    def __init__(
+        self,
+        workers: list[Any],
+        *,
+        factory: Callable[[int], Any] | None = None,
+        max_restarts: int = 0,
+    ) -> None:
         if not workers:
             raise ValueError("a rollout fleet needs at least one worker")
         self.workers = workers
+        self.factory = factory
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self.on_restart: Callable[[list[int]], None] | None = None
+        self.seed_base: int | None = None
+        self._calls = 0
 
     @classmethod
     def start(
@@ -60,8 +94,9 @@ class RolloutFleet:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         r = cfg.rollout
-        workers = []
-        for i in range(r.num_workers):
+        kwargs = engine_kwargs(cfg, model_path)
+
+        def factory(i: int) -> Any:
             options: dict[str, Any] = {
                 "num_cpus": r.num_cpus_per_worker,
                 "num_gpus": r.num_gpus_per_worker,
@@ -70,41 +105,99 @@ class RolloutFleet:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement_group=placement_group, placement_group_bundle_index=i
                 )
-            workers.append(
-                RolloutWorker.options(**options).remote(**engine_kwargs(cfg, model_path))
-            )
-        try:
-            ray.get([w.ping.remote() for w in workers], timeout=timeout_s)
-        except ray.exceptions.RayActorError as exc:
-            for w in workers:
-                ray.kill(w)
-            cause = exc.cause if getattr(exc, "cause", None) else exc
-            raise EngineStartError(f"a rollout worker failed to start: {cause}") from exc
-        except ray.exceptions.GetTimeoutError as exc:
-            for w in workers:
-                ray.kill(w)
-            raise EngineStartError(
-                f"rollout workers not ready after {timeout_s:.0f}s (resources busy?)"
-            ) from exc
-        return cls(workers)
+            return RolloutWorker.options(**options).remote(**kwargs)
+
+        workers = [factory(i) for i in range(r.num_workers)]
+        _wait_ready(workers, timeout_s)
+        return cls(workers, factory=factory, max_restarts=r.max_restarts)
+
+    def begin_step(self, seed: int | None) -> None:
+        """Seed the calls of one training step (None: unseeded sampling)."""
+        self.seed_base, self._calls = seed, 0
 
     def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
         if not requests:
             return []
         shards = _split(requests, len(self.workers))
-        refs = [w.generate.remote(s) for w, s in zip(self.workers, shards) if s]
-        results: list[list[Sample]] = []
-        for part in ray.get(refs):
-            results.extend(part)
-        return results
+        seeds = self._next_seeds()
+        refs = {i: self.workers[i].generate.remote(s, seeds[i]) for i, s in enumerate(shards) if s}
+        done: dict[int, list[list[Sample]]] = {}
+        while refs:
+            lost = []
+            for i, ref in refs.items():
+                try:
+                    done[i] = ray.get(ref)
+                except _ACTOR_GONE as exc:
+                    log.warning("rollout worker %d died during generate (%s)", i, _why(exc))
+                    lost.append(i)
+            self._replace(lost)
+            refs = {i: self.workers[i].generate.remote(shards[i], seeds[i]) for i in lost}
+        return [sample for i in sorted(done) for sample in done[i]]
 
     def call_all(self, method: str, *args: Any) -> list[Any]:
         return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+
+    def replace_dead(self) -> list[int]:
+        """Ping every worker and replace the dead ones (e.g. before a weight sync)."""
+        dead = []
+        for i, w in enumerate(self.workers):
+            try:
+                ray.get(w.ping.remote())
+            except _ACTOR_GONE:
+                dead.append(i)
+        self._replace(dead)
+        return dead
 
     def shutdown(self) -> None:
         for w in self.workers:
             ray.kill(w)
         self.workers = []
+
+    def _replace(self, indices: list[int]) -> None:
+        if not indices:
+            return
+        if self.factory is None or self.restarts + len(indices) > self.max_restarts:
+            raise RolloutWorkerLost(
+                f"rollout worker(s) {indices} died and {self.restarts} of "
+                f"rollout.max_restarts={self.max_restarts} restarts are used up"
+            )
+        for i in indices:
+            ray.kill(self.workers[i])  # a hung or half-dead actor must not hold its resources
+            self.workers[i] = self.factory(i)
+        _wait_ready([self.workers[i] for i in indices], timeout_s=900)
+        self.restarts += len(indices)
+        log.warning("restarted rollout worker(s) %s (%d restarts so far)", indices, self.restarts)
+        if self.on_restart is not None:
+            self.on_restart(indices)
+
+    def _next_seeds(self) -> list[int | None]:
+        if self.seed_base is None:
+            return [None] * len(self.workers)
+        self._calls += 1
+        # Distinct, stable per (step seed, call, worker); kept below 2**63 for torch.
+        return [
+            hash((self.seed_base, self._calls, i)) % (1 << 62) for i in range(len(self.workers))
+        ]
+
+
+def _wait_ready(workers: list[Any], timeout_s: float) -> None:
+    try:
+        ray.get([w.ping.remote() for w in workers], timeout=timeout_s)
+    except ray.exceptions.RayActorError as exc:
+        for w in workers:
+            ray.kill(w)
+        cause = exc.cause if getattr(exc, "cause", None) else exc
+        raise EngineStartError(f"a rollout worker failed to start: {cause}") from exc
+    except ray.exceptions.GetTimeoutError as exc:
+        for w in workers:
+            ray.kill(w)
+        raise EngineStartError(
+            f"rollout workers not ready after {timeout_s:.0f}s (resources busy?)"
+        ) from exc
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:

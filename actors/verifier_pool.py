@@ -95,6 +95,7 @@ class VerifierPool:
             except ray.exceptions.RayError as exc:
                 log.warning("verifier batch of %d failed (%s)", len(batch), type(exc).__name__)
                 if attempt == 0 and len(self.actors) > 1:
+                    self.counters["retried"] += len(batch)
                     index += 1
                     ref = self.actors[index % len(self.actors)].verify.remote(batch)
                     deadline = max(deadline, time.monotonic() + self.timeout_s)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rrr.errors import RRRError
 from rrr.generation import GenRequest, Sample
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 WORKER_EXTENSION = "actors.worker_extension.WeightReceiver"
 
 
-class EngineStartError(RuntimeError):
+class EngineStartError(RRRError, RuntimeError):
     """vLLM could not start; the message names the model and the cause."""
 
 
@@ -63,6 +64,7 @@ class VLLMEngine:
         enable_sleep_mode: bool = False,
         seed: int = 0,
         trust_remote_code: bool = False,
+        in_process: bool | None = None,
     ) -> None:
         # vLLM's INFO lines (one per engine step on CPU) drown the driver's step lines.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -75,6 +77,9 @@ class VLLMEngine:
             )
         if cpu:
             _cpu_env(kv_cache_gib, cpu_threads)
+        if cpu if in_process is None else in_process:
+            # Read by vLLM when the engine is built; this process hosts only this engine.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if dtype == "auto":
             dtype = "float32" if cpu else "bfloat16"  # bf16 has no oneDNN linear on this CPU
         self.model_path = model_path
@@ -105,16 +110,24 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
+    def generate(self, requests: list[GenRequest], seed: int | None = None) -> list[list[Sample]]:
+        """Sample every request; with `seed`, the sampler is reseeded first, so the same batch on
+        the same weights gives the same samples (what a restarted worker relies on)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not requests:
             return []
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        if seed is not None:
+            self.llm.collective_rpc("rrr_reseed", args=(seed,))
+        # A request with n samples goes in as n requests with n=1: vLLM fans n out into child
+        # requests anyway, but their order in the batch varies from call to call, so a reseeded
+        # call would hand the same noise to different children.
+        flat = [r for r in requests for _ in range(r.n)]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in flat]
         params = [
             SamplingParams(
-                n=r.n,
+                n=1,
                 temperature=r.temperature,
                 top_p=r.top_p,
                 max_tokens=r.max_tokens,
@@ -123,10 +136,10 @@ class VLLMEngine:
                 # Keep special tokens: the chat-template end-of-turn marker ends the text anyway.
                 skip_special_tokens=True,
             )
-            for r in requests
+            for r in flat
         ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[_to_sample(c) for c in out.outputs] for out in outputs]
+        outputs = iter(self.llm.generate(prompts, params, use_tqdm=False))
+        return [[_to_sample(next(outputs).outputs[0]) for _ in range(r.n)] for r in requests]
 
     def tokenizer_name(self) -> str:
         return self.model_path
@@ -178,6 +191,10 @@ class VLLMEngine:
 
     def ping(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """The actor's process id (fault-injection tests kill it with SIGKILL)."""
+        return os.getpid()
 
 
 def _to_sample(completion: Any) -> Sample:

@@ -71,6 +71,19 @@ class WeightReceiver:
         self.model_runner.model.load_weights(weights=list(tensors.items()))  # type: ignore[attr-defined]
         return len(tensors)
 
+    def rrr_reseed(self, seed: int) -> None:
+        """Reset the sampler's random state. Requests carry no seed of their own (a per-request
+        seed crashes vLLM's CPU sampler), so a seeded batch is made reproducible this way: the
+        same weights, batch and seed give the same samples, on a restarted worker too."""
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
     def rrr_ping(self) -> int:
         """One answer per vLLM worker: the sync sender counts an engine's workers with it."""
         return int(getattr(self, "rank", 0))

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rrr.errors import RRRError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -39,7 +41,7 @@ STATE = "state.json"
 _NAME = re.compile(r"^step_(\d{8})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RRRError, RuntimeError):
     """A checkpoint could not be written or read; the message names the cause."""
 
 

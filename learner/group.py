@@ -15,6 +15,7 @@ from learner import checkpoint as ckpt
 from learner.batch import TrainBatch, shard_batch
 from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker, free_address
 from rrr.config import LearnerConfig
+from rrr.errors import RRRError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,27 @@ class LearnerActor:
         """Run fn(worker_actor, *args) here: how weight-sync backends drive their sender half
         without the learner knowing which backend runs."""
         return fn(self, *args)
+
+
+class LearnerLost(RRRError, RuntimeError):
+    """A learner rank died. Its optimizer state is gone, so the run cannot go on; it resumes
+    from the newest complete checkpoint when `rrr train` is started again."""
+
+
+def gather(refs: list[Any], what: str) -> list[Any]:
+    """ray.get for the ranks' results that fails fast: the first rank to die raises at once,
+    while the survivors may still be blocked in a collective with it (gloo/NCCL would only
+    notice after their own time-out, half an hour later)."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(ready[0])
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            rank = refs.index(ready[0])
+            cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise LearnerLost(f"learner rank {rank} died during {what}: {cause}") from exc
+    return ray.get(list(refs))
 
 
 class LearnerGroup:
@@ -146,7 +168,7 @@ class LearnerGroup:
             log.warning("step skipped: no reflection tokens to train on in this batch")
             return {**batch.metrics, "skipped": 1.0}
         shards = shard_batch(batch, self.world_size, self.cfg.micro_batch_size)
-        per_rank = ray.get([a.step.remote(s) for a, s in zip(self.actors, shards)])
+        per_rank = gather([a.step.remote(s) for a, s in zip(self.actors, shards)], "a step")
         return {**batch.metrics, **aggregate_metrics(per_rank)}
 
     # ------------------------------------------------------------------ checkpoints
@@ -163,7 +185,7 @@ class LearnerGroup:
         appear atomically as root/step_XXXXXXXX (a shared filesystem across nodes)."""
 
         def write(tmp: Path) -> None:
-            ray.get([a.save_state.remote(str(tmp)) for a in self.actors])
+            gather([a.save_state.remote(str(tmp)) for a in self.actors], "a checkpoint write")
 
         meta = {"backend": self.backend, "world_size": self.world_size}
         return ckpt.write_checkpoint(root, step, write, extra_state, keep=keep, meta=meta)
@@ -178,7 +200,7 @@ class LearnerGroup:
                 f"{path} was written by the {state['backend']} backend, this group runs "
                 f"{self.backend}"
             )
-        ray.get([a.load_state.remote(str(path)) for a in self.actors])
+        gather([a.load_state.remote(str(path)) for a in self.actors], "a checkpoint load")
         return state
 
     # ------------------------------------------------------------------ misc
@@ -188,7 +210,8 @@ class LearnerGroup:
         return ray.get(self.actors[0].state_dict_cpu.remote())
 
     def call_all(self, fn: Any, *args: Any) -> list[Any]:
-        return ray.get([a.call.remote(fn, *args) for a in self.actors])
+        refs = [a.call.remote(fn, *args) for a in self.actors]
+        return gather(refs, getattr(fn, "__name__", "a call"))
 
     def shutdown(self) -> None:
         for a in self.actors:

@@ -65,6 +65,10 @@ class WeightSync(Protocol):
 
     def push(self) -> SyncTimings: ...
 
+    def reconnect(self) -> None:
+        """Rollout workers were replaced: include the new ones in the next push."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -156,11 +160,16 @@ class ObjectStoreSync:
         self.requested = transport
         self.transport = transport
         self.learners: Any = None
-        self.workers: list[Any] = []
+        self.fleet: Any = []
         self.path = os.path.join(SHM_DIR, f"rrr-weights-{uuid.uuid4().hex[:8]}.safetensors")
 
+    @property
+    def workers(self) -> list[Any]:
+        # Read at every push: the fleet replaces workers that die.
+        return _handles(self.fleet)
+
     def init(self, learners: Any, fleet: Any) -> None:
-        self.learners, self.workers = learners, _handles(fleet)
+        self.learners, self.fleet = learners, fleet
         if self.transport == "auto":
             learner_node = ray.get(learners.actors[0].call.remote(_node_id))
             worker_nodes = ray.get([w.__ray_call__.remote(_node_id) for w in self.workers])
@@ -192,10 +201,17 @@ class ObjectStoreSync:
             total_s=time.perf_counter() - t_start,
         )
 
+    def reconnect(self) -> None:
+        """Nothing to set up: a replaced worker is reached through the fleet at the next push
+        (its node is assumed to match the transport chosen at init)."""
+
     def close(self) -> None:
         # The file lives on the learner's node; the usual case is that this is the same node.
         if self.learners is not None and self.transport == "shm" and self.learners.actors:
-            ray.get(self.learners.actors[0].call.remote(_unlink, self.path))
+            try:
+                ray.get(self.learners.actors[0].call.remote(_unlink, self.path))
+            except ray.exceptions.RayError:  # the learner died: remove it from here instead
+                _unlink(None, self.path)
 
 
 def _unlink(_: Any, path: str) -> None:
@@ -306,10 +322,11 @@ class NcclSync:
     def __init__(self, bucket_bytes: int = 512 << 20) -> None:
         self.bucket_bytes = bucket_bytes
         self.learners: Any = None
+        self.fleet: Any = []
         self.workers: list[Any] = []
 
     def init(self, learners: Any, fleet: Any) -> None:
-        self.learners, self.workers = learners, _handles(fleet)
+        self.learners, self.fleet, self.workers = learners, fleet, _handles(fleet)
         address, port = ray.get(learners.actors[0].call.remote(_sender_address))
         sizes = ray.get([w.__ray_call__.remote(_engine_world_size) for w in self.workers])
         world = 1 + sum(sizes)
@@ -345,6 +362,11 @@ class NcclSync:
             transport="nccl",
             total_s=time.perf_counter() - t_start,
         )
+
+    def reconnect(self) -> None:
+        """A new worker cannot join the running NCCL group: build a fresh group with every
+        current worker (learner side re-initialises its sender too)."""
+        self.init(self.learners, self.fleet)
 
     def close(self) -> None:
         self.workers = []

@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rrr.errors import RRRError
+
 Message = dict[str, str]
 _PLACEHOLDER = "\u2063rrr-placeholder\u2063"
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(RRRError, ValueError):
     """The tokenizer has no chat template, or its template cannot be extended turn by turn."""
 
 

@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 from rrr.config import ConfigError, describe, load_config
+from rrr.errors import RRRError
 
 # name -> (module with add_arguments(parser) and run(args, cfg) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +34,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": (
         "rrr.commands.export",
         "write a run's trained policy (newest valid checkpoint) as a Hugging Face directory",
+    ),
+    "eval-general": (
+        "rrr.commands.eval_general",
+        "forgetting check: lm-eval benchmarks, vanilla vs trained, differences (Table 3)",
+    ),
+    "paper-report": (
+        "rrr.commands.paper_report",
+        "one Markdown/HTML report shaped like the paper (Tables 1-5, Figure 2, curves)",
     ),
 }
 
@@ -92,12 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if hasattr(args, "run_dirs"):
+        # Two "*" positionals (overrides, then the command's paths): argparse gives every word
+        # to the first. Words without "=" are paths (`rrr paper-report DIR DIR key=value`).
+        args.run_dirs = [w for w in args.overrides if "=" not in w] + args.run_dirs
+        args.overrides = [w for w in args.overrides if "=" in w]
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"rrr {args.command}: bad config: {exc}", file=sys.stderr)
         return 2
-    return int(args._module.run(args, cfg) or 0)
+    try:
+        return int(args._module.run(args, cfg) or 0)
+    except RRRError as exc:  # a message that says what to do; a traceback would bury it
+        logging.getLogger("rrr").debug("traceback", exc_info=True)
+        print(f"rrr {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def config_keys_text() -> str:

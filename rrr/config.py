@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
+from rrr.errors import RRRError
 
-class ConfigError(ValueError):
+
+class ConfigError(RRRError, ValueError):
     """A config key is unknown, mistyped or out of range; the message starts with its path."""
 
 
@@ -159,7 +161,24 @@ class RolloutConfig:
     enable_sleep_mode: bool = _f(
         False, "Let the engine sleep while a colocated learner trains (single-GPU mode)."
     )
-    seed: int = _f(0, "Engine seed (per-request seeds crash vLLM's CPU backend).")
+    seed: int = _f(
+        0,
+        "Sampling seed. Each generate call of a training step reseeds every worker from "
+        "(seed, step, call, worker), so a restarted worker or a resumed run samples the same "
+        "episodes as an uninterrupted run (exactly so with in_process_engine).",
+    )
+    in_process_engine: bool | None = _f(
+        None,
+        "Run vLLM's engine core inside the worker process instead of a child process. None = "
+        "on CPU only: there it was 1.1-2.9x faster on 2 cores (no second process polling) and "
+        "it makes seeded sampling exact (a child process starts stepping before a batch has "
+        "fully arrived, so the batch layout, and with it the sampling noise, varies).",
+    )
+    max_restarts: int = _f(
+        3,
+        "Rollout workers the driver may replace in one run after they die (pre-emption, OOM); "
+        "each new one gets the current weights and its lost requests. 0 = fail on the first.",
+    )
 
 
 @dataclass
@@ -294,6 +313,7 @@ _NON_NEGATIVE = {
     "rollout.num_gpus_per_worker", "learner.num_gpus_per_learner", "episode.temperature",
     "episode.retry_temperature", "failures.temperature", "logging.eval_every",
     "episode.rewarded_reflection", "eval.temperature", "data.fewshot", "eval.num_examples",
+    "rollout.max_restarts",
 }  # fmt: skip
 _UNIT_INTERVAL = {
     "learner.warmup_ratio",

@@ -31,6 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rrr.errors import RRRError
+
 SCHEMA = pa.schema(
     [
         ("query_key", pa.string()),
@@ -48,7 +50,7 @@ SCHEMA = pa.schema(
 MANIFEST = "manifest.json"
 
 
-class FailureDataError(RuntimeError):
+class FailureDataError(RRRError, RuntimeError):
     pass
 
 

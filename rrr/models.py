@@ -9,12 +9,16 @@ reuse it. Any other name is a local path or a hub id, passed through untouched.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from rrr.errors import RRRError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ _CONVERTED_NAME = "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-class ModelError(RuntimeError):
+class ModelError(RRRError, RuntimeError):
     """A model could not be found or prepared; the message names it and the cause."""
 
 
@@ -115,3 +119,48 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.generation_config = loaded.generation_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def trained_provenance(model_dir: str | Path) -> dict[str, Any] | None:
+    """Where an rrr-trained model came from; None for a model rrr did not train (vanilla).
+
+    Recognises the output of `rrr export` (its rrr_export.json names the checkpoint and step)
+    and a checkpoint's own policy/ directory (RUN/checkpoints/step_N/policy). The run directory
+    is the checkpoint's grandparent; its config.yaml names the base model the run started from,
+    which is how reports pair a trained model with its vanilla one (paper Tables 1-5).
+    """
+    path = Path(model_dir).expanduser()
+    export = path / "rrr_export.json"
+    if export.is_file():
+        try:
+            data = json.loads(export.read_text())
+        except (OSError, ValueError):
+            data = {}  # still an export: trained, step unknown
+        checkpoint = Path(data["checkpoint"]) if data.get("checkpoint") else None
+        step = data.get("step")
+    elif path.name == "policy" and (path.parent / "state.json").is_file():
+        checkpoint = path.parent
+        try:
+            step = json.loads((checkpoint / "state.json").read_text()).get("step")
+        except (OSError, ValueError):
+            step = None
+    else:
+        return None
+    run_dir = checkpoint.parent.parent if checkpoint else None
+    return {
+        "step": step,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "run_dir": str(run_dir) if run_dir else None,
+        "base_model": _run_base_model(run_dir) if run_dir else None,
+    }
+
+
+def _run_base_model(run_dir: Path) -> str | None:
+    """model.name_or_path from a training run's saved config.yaml, if readable."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return str(cfg["model"]["name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None

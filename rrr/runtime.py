@@ -15,6 +15,7 @@ from typing import Any
 from rrr.chat import ChatRenderer
 from rrr.config import Config
 from rrr.episodes import EpisodeEngine
+from rrr.errors import RRRError
 from rrr.models import resolve_model
 from rrr.tasks import detect_family, get_task
 from rrr.tasks.base import Task
@@ -85,7 +86,7 @@ def check_resources(cfg: Config, available: dict[str, float]) -> None:
         )
 
 
-class ResourceError(RuntimeError):
+class ResourceError(RRRError, RuntimeError):
     """The config asks for more than the cluster has."""
 
 

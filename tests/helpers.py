@@ -53,3 +53,26 @@ def hf_token_logprobs(model_path: str, sequences: list[list[int]], starts: list[
             taken = logp.gather(-1, ids[0, 1:, None])[:, 0]
             out.append(taken[start - 1 :].tolist())
     return out
+
+
+def actors_by_state(class_name: str) -> dict[str, list[int]]:
+    """Pids of the actors of `class_name`, by state (ALIVE, DEAD, RESTARTING...), from Ray's
+    GCS actor table. `ray.util.state.list_actors` says the same but needs the dashboard, which
+    the test session's Ray runs without."""
+    import ray
+
+    out: dict[str, list[int]] = {}
+    for info in ray._private.state.actors().values():
+        if info["ActorClassName"] == class_name:
+            out.setdefault(info["State"], []).append(int(info.get("Pid") or 0))
+    return out
+
+
+def same_samples(a: list, b: list, *, atol: float = 1e-4) -> bool:
+    """Two generate() results sample the same tokens with the same log-probs."""
+    if [[s.token_ids for s in g] for g in a] != [[s.token_ids for s in g] for g in b]:
+        return False
+    pairs = [
+        (p, q) for g, h in zip(a, b) for s, t in zip(g, h) for p, q in zip(s.logprobs, t.logprobs)
+    ]
+    return all(abs(p - q) <= atol for p, q in pairs)

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"wrote {paths['md']} and {paths['png']}")
         return 0
 
+    from rrr.models import trained_provenance
     from rrr.runtime import generation_stack
     from rrr.tasks.loading import load_rows
 
@@ -49,6 +50,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         log.info(loaded.summary())
         results = evaluation.evaluate(cfg, stack.engine, loaded.rows)
         results["skipped_rows"] = dict(loaded.skipped)
+    # Vanilla or trained, for `rrr paper-report`: null for a model rrr did not train, else the
+    # export/checkpoint it came from (step, run directory, base model).
+    results["trained"] = trained_provenance(cfg.model.name_or_path)
     paths = evaluation.write_results(results, out)
     print(paths["md"].read_text())
     print(f"results: {paths['json']}  table: {paths['md']}  chart: {paths['png']}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from rrr.errors import RRRError
 from rrr.tasks.base import Row, RowError, Task
 from rrr.tasks.countdown_gen import generate_problems
 
@@ -49,7 +50,7 @@ _GEN_INT_KEYS: tuple[str, ...] = (
 _GEN_DEFAULT_N = 1000
 
 
-class DataError(RuntimeError):
+class DataError(RRRError, RuntimeError):
     """A data source that yields no usable rows, or cannot be read at all."""
 
 
