@@ -1,0 +1,161 @@
+"""Drills on a real `rrr train` (local Ray, vLLM CPU engine, verifier actors, torch learner):
+
+A. an uninterrupted 3-step run: the reference losses;
+B. the same run with its rollout worker SIGKILLed during step 2 (replaced, re-synced, its
+   requests sent again) and its learner SIGKILLed during step 3: the job fails fast with a
+   message that says what died and how to resume, and every actor is released;
+C. `rrr train` again on B's directory: resumes from step 2's checkpoint at the exact step and
+   data cursor, and step 3's loss equals A's. SIGTERM during step 4 finishes that step, writes
+   a final checkpoint and exits cleanly.
+
+Sampling is seeded per step (rollout.seed), so B and C must repeat A's episodes exactly: any
+lost, duplicated or stale-weight episode would show up as a different loss or reward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rrr.cli import main
+from tests.helpers import actors_by_state
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+ACTOR_CLASSES = ("RolloutWorker", "LearnerActor", "VerifierActor")
+COMPARED = ("loss", "reward_mean", "reflection_tokens_mean", "episodes", "generated_tokens")
+
+
+def _args(model: str, data: Path, run: Path, max_steps: int, failures: Path | None) -> list[str]:
+    return [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={model}", "model.max_model_len=1024",
+        f"data.source={data / 'countdown_sample.jsonl'}", "data.limit=6",
+        "failures.samples_per_query=2", "failures.max_tokens=12",
+        "episode.num_reflections=2", "episode.max_reflection_tokens=12",
+        "episode.max_retry_tokens=12", "learner.failures_per_step=2",
+        "learner.micro_batch_size=2", "learner.lr=1e-3", f"learner.max_steps={max_steps}",
+        "logging.checkpoint_every=1", "logging.keep_checkpoints=5", "rollout.kv_cache_gib=1",
+        "logging.progress=false", f"logging.output_dir={run}",
+        *([f"data.failures={failures}"] if failures else []),
+    ]  # fmt: skip
+
+
+def _metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _alive() -> dict[str, set[int]]:
+    return {c: set(actors_by_state(c).get("ALIVE", [])) for c in ACTOR_CLASSES}
+
+
+class Saboteur(threading.Thread):
+    """Runs `actions` in order, each once its condition on the run directory holds."""
+
+    def __init__(self, actions: list[tuple[Callable[[], bool], Callable[[], None]]]) -> None:
+        super().__init__(daemon=True)
+        self.actions, self.done, self.stop = actions, [], False
+
+    def run(self) -> None:
+        for when, act in self.actions:
+            while not when():
+                if self.stop:
+                    return
+                time.sleep(0.2)
+            act()
+            self.done.append(act)
+
+
+def _kill_new(cls: str, before: dict[str, set[int]]) -> Callable[[], None]:
+    """SIGKILL the actor of `cls` this run started (the session may hold others)."""
+
+    def act() -> None:
+        pids = set(actors_by_state(cls).get("ALIVE", [])) - before[cls]
+        assert len(pids) == 1, (cls, pids)
+        os.kill(pids.pop(), signal.SIGKILL)
+
+    return act
+
+
+def _has_checkpoint(run: Path, step: int) -> Callable[[], bool]:
+    return lambda: (run / "checkpoints" / f"step_{step:08d}" / "manifest.json").is_file()
+
+
+def _logged(run: Path, step: int) -> Callable[[], bool]:
+    return lambda: any(m["step"] == step for m in _metrics(run))
+
+
+def _close(a: dict, b: dict) -> None:
+    for key in COMPARED:
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
+
+
+def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
+    ray_local, tiny_model_path, shared_data, tmp_path, capsys
+):
+    # A: the reference.
+    ref = tmp_path / "a"
+    assert main(_args(tiny_model_path, shared_data, ref, 3, None)) == 0
+    capsys.readouterr()
+    reference = _metrics(ref)
+    assert [m["step"] for m in reference] == [1, 2, 3]
+    failures = ref / "failures"
+
+    # B: rollout worker killed once step 1 is checkpointed (step 2's rollout), learner killed
+    # once step 2 is checkpointed (step 3).
+    run = tmp_path / "b"
+    before = _alive()
+    saboteur = Saboteur([
+        (_has_checkpoint(run, 1), _kill_new("RolloutWorker", before)),
+        (_has_checkpoint(run, 2), _kill_new("LearnerActor", before)),
+    ])  # fmt: skip
+    saboteur.start()
+    t0 = time.monotonic()
+    code = main(_args(tiny_model_path, shared_data, run, 3, failures))
+    failed_after = time.monotonic() - t0
+    saboteur.stop = True
+    err = capsys.readouterr().err
+    assert len(saboteur.done) == 2, "both kills must have happened"
+    assert code == 1
+    assert "LearnerLost: learner rank 0 died during a step" in err, err[-2000:]
+    assert "Traceback" not in err
+    got = _metrics(run)
+    assert [m["step"] for m in got] == [1, 2]  # step 3 never completed
+    assert got[1]["rollout_worker_restarts"] == 1.0
+    for a, b in zip(reference, got):
+        _close(a, b)  # the restarted worker re-sampled step 2 exactly: nothing lost or doubled
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_00000001", "step_00000002"]  # nothing half-written, no temp dir
+    assert _alive() == before, "every actor of the failed run must be released"
+
+    # C: resume B. Step 3 repeats A's step 3; SIGTERM during step 4 stops after step 4.
+    saboteur = Saboteur([(_logged(run, 3), lambda: os.kill(os.getpid(), signal.SIGTERM))])
+    saboteur.start()
+    assert main(_args(tiny_model_path, shared_data, run, 10, failures)) == 0
+    saboteur.stop = True
+    out = capsys.readouterr().out
+    summary = json.loads(out.split("run directory:")[0])
+    assert summary["start_step"] == 2 and summary["stopped"] is True
+    stopped_at = summary["end_step"]
+    assert stopped_at in (3, 4)  # the step in flight when SIGTERM came is finished
+    got = _metrics(run)
+    assert [m["step"] for m in got] == list(range(1, stopped_at + 1))
+    _close(reference[2], got[2])
+    state = json.loads(
+        (run / "checkpoints" / f"step_{stopped_at:08d}" / "state.json").read_text()
+    )
+    assert state["step"] == stopped_at
+    assert state["extra_state"]["cursor"]["consumed"] == 2 * stopped_at  # 2 failures a step
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    assert _alive() == before
+    print(f"run B (2 kills) took {failed_after:.0f} s; run C stopped by SIGTERM at {stopped_at}")
