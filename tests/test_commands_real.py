@@ -119,3 +119,12 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, shared_
                  str(cmp_out)]) == 0  # fmt: skip
     md = (cmp_out / "compare.md").read_text()
     assert md.count(tiny_model_path) == 2 and (cmp_out / "compare.png").is_file()
+
+    # The paper report reads this real results.json as the vanilla model (it is no rrr export)
+    # and marks what this session did not produce as missing rather than dropping it.
+    report = tmp_path / "report"
+    assert main(["paper-report", str(out), "--out", str(report)]) == 0
+    text = (report / "report.md").read_text()
+    first = f"{100 * results['first_try_accuracy']:.1f}"
+    assert first in text and "_missing" in text
+    assert (report / "report.html").is_file()

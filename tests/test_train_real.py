@@ -54,3 +54,24 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, share
     ]  # fmt: skip
     state = json.loads((run / "checkpoints" / "step_00000003" / "state.json").read_text())
     assert state["extra_state"]["cursor"]["consumed"] == 6  # 3 steps x 2 failures
+
+
+def test_stop_requested_on_sigint_and_sigterm_then_second_signal_interrupts():
+    """Ctrl-C and `ray job stop` (SIGTERM) ask for a graceful stop; a second one stops now."""
+    import os
+    import signal
+
+    from rrr.trainer import StopRequested
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        stop = StopRequested()
+        try:
+            assert not stop.requested
+            os.kill(os.getpid(), signum)
+            assert stop.requested
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+        finally:
+            stop.restore()
+        assert signal.getsignal(signum) == previous  # the caller's handler is back
