@@ -132,8 +132,42 @@ def abort(tmp: str | Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save through a Python file object: given a path, torch's zip writer reports a full
+    disk as "RuntimeError: unexpected pos ..."; through a file object the OS's ENOSPC
+    surfaces as an OSError that names it."""
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+LOW_SPACE_BYTES = 64 << 20  # below this, a failed write is blamed on the disk
+
+
+def is_disk_full(exc: BaseException, root: Path) -> bool:
+    """ENOSPC anywhere in the exception chain (Ray wraps a learner's error in RayTaskError,
+    safetensors in its own type), or a failed write on a filesystem that is out of space."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e):
+            return True
+        stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    try:
+        return shutil.disk_usage(root).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
 def _explain(exc: BaseException, root: Path) -> BaseException:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if not isinstance(exc, KeyboardInterrupt) and is_disk_full(exc, root):
         prev = list_checkpoints(root)
         kept = f"the previous checkpoint {prev[-1]} is intact" if prev else "no earlier checkpoint"
         return CheckpointError(

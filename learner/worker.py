@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from learner.batch import TrainBatch
+from learner.checkpoint import save_torch
 from learner.schedule import build_scheduler
 from rrr.config import LearnerConfig
 from rrr.grpo import policy_loss
@@ -204,7 +205,7 @@ class TorchEngine:
 
     def save(self, directory: Path, rank: int) -> None:
         if rank == 0:  # replicas are identical: one copy of optimizer and scheduler state
-            torch.save(
+            save_torch(
                 {
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
@@ -520,7 +521,7 @@ class LearnerWorker:
         if self.rank == 0:
             save_policy_dir(weights, self.engine.module, self.model_path, d / "policy")
         self.engine.save(d, self.rank)
-        torch.save(rng_state(), d / "rng" / f"rank{self.rank}.pt")
+        save_torch(rng_state(), d / "rng" / f"rank{self.rank}.pt")
 
     def load_state(self, directory: str) -> int:
         d = Path(directory)

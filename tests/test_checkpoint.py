@@ -88,6 +88,24 @@ def test_disk_full_keeps_the_previous_checkpoint_and_says_why(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_kernel_enospc_from_dev_full_keeps_the_previous_checkpoint(tmp_path):
+    """The same with the kernel's own ENOSPC: /dev/full fails every write with it, as a full
+    disk does, once the learner's save_torch flushes real tensor bytes."""
+    import torch
+
+    ckpt.write_checkpoint(tmp_path, 1, _writer(b"a" * 10))
+
+    def save_to_full_disk(tmp: Path) -> None:
+        (tmp / "model.pt").symlink_to("/dev/full")
+        ckpt.save_torch({"w": torch.zeros(1 << 16)}, tmp / "model.pt")
+
+    with pytest.raises(ckpt.CheckpointError, match=r"disk full .*step_00000001 is intact"):
+        ckpt.write_checkpoint(tmp_path, 2, save_to_full_disk, keep=1)
+    assert ckpt.latest_valid(tmp_path).name == "step_00000001"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
 def _cfg() -> LearnerConfig:
     return LearnerConfig(
         lr=1e-3,
