@@ -9,6 +9,7 @@ deadline, and items of a batch that crashed or ran late are scored as failures w
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -44,6 +45,10 @@ class VerifierActor:
 
     def ping(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """The actor's process id: fault drills kill it from outside (SIGKILL)."""
+        return os.getpid()
 
 
 class VerifierPool:

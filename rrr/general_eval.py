@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rrr.errors import RRRError
+
 log = logging.getLogger("rrr.general_eval")
 
 # Paper Table 3 columns, as lm-eval names them (MATH is lm-eval's Minerva variant of it).
@@ -50,7 +52,7 @@ INSTALL_HINT = (
 )
 
 
-class GeneralEvalError(RuntimeError):
+class GeneralEvalError(RRRError, RuntimeError):
     """A user-facing problem (missing package, unknown task, missing model); message says why."""
 
 

@@ -16,7 +16,7 @@ from rrr.chat import ChatRenderer
 from rrr.config import Config
 from rrr.episodes import EpisodeEngine
 from rrr.errors import RRRError
-from rrr.models import resolve_model
+from rrr.models import ModelError, resolve_model
 from rrr.tasks import detect_family, get_task
 from rrr.tasks.base import Task
 
@@ -34,6 +34,9 @@ def init_ray(cfg: Config) -> Any:
     import ray
 
     if ray.is_initialized():
+        # Someone (a test session, a notebook) already joined a cluster: it still has to hold
+        # the run, or the first actor that does not fit would wait forever.
+        check_resources(cfg, ray.cluster_resources())
         return ray
     address = cfg.cluster.address
     if address == "auto" and os.environ.get("RAY_ADDRESS"):
@@ -62,6 +65,13 @@ def required(cfg: Config) -> dict[str, float]:
 def check_resources(cfg: Config, available: dict[str, float]) -> None:
     """Refuse a run the cluster cannot hold before any actor starts (an actor that can never be
     scheduled would otherwise wait forever)."""
+    # The config-only check first: its message names the one key to fix.
+    tp, gpus = cfg.rollout.tensor_parallel_size, cfg.rollout.num_gpus_per_worker
+    if gpus and tp > 1 and gpus != tp:
+        raise ResourceError(
+            f"rollout.tensor_parallel_size={tp} needs rollout.num_gpus_per_worker={tp}, "
+            f"got {gpus:g}"
+        )
     need = required(cfg)
     for key, amount in need.items():
         have = available.get(key, 0.0)
@@ -78,12 +88,6 @@ def check_resources(cfg: Config, available: dict[str, float]) -> None:
                 )
                 + ")"
             )
-    tp, gpus = cfg.rollout.tensor_parallel_size, cfg.rollout.num_gpus_per_worker
-    if gpus and tp > 1 and gpus != tp:
-        raise ResourceError(
-            f"rollout.tensor_parallel_size={tp} needs rollout.num_gpus_per_worker={tp}, "
-            f"got {gpus:g}"
-        )
 
 
 class ResourceError(RRRError, RuntimeError):
@@ -115,20 +119,33 @@ def load_task(cfg: Config) -> Task:
     )
 
 
+def load_model(cfg: Config) -> tuple[str, ChatRenderer]:
+    """The model's local path and chat renderer. A missing path, a tokenizer that will not load
+    or one without a chat template fails here, naming the model, before Ray or any actor."""
+    from transformers import AutoTokenizer
+
+    model_path = resolve_model(cfg.model.name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_path, trust_remote_code=cfg.model.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:  # transformers' messages do not name the model
+        cause = " ".join(str(exc).split())  # theirs span lines; the CLI prints one
+        raise ModelError(
+            f"cannot load the tokenizer of model.name_or_path={cfg.model.name_or_path!r} "
+            f"({model_path}): {cause}"
+        ) from exc
+    return model_path, ChatRenderer(tokenizer)
+
+
 @contextmanager
 def generation_stack(cfg: Config):
     """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after."""
-    from transformers import AutoTokenizer
-
     from actors.rollout_worker import RolloutFleet
     from actors.verifier_pool import VerifierPool
 
-    model_path = resolve_model(cfg.model.name_or_path)
+    model_path, renderer = load_model(cfg)
     task = load_task(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_path, trust_remote_code=cfg.model.trust_remote_code
-    )
-    renderer = ChatRenderer(tokenizer)
     init_ray(cfg)
     fleet = RolloutFleet.start(cfg, model_path)
     v = cfg.verifier

@@ -55,8 +55,9 @@ def train(cfg: Config) -> dict[str, Any]:
 
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.episode.first_attempt == "online" or not cfg.data.failures:
+        check_data(cfg)  # a dataset of bad rows stops here, before any engine starts
     save_config(cfg, run_dir / "config.yaml")
-    stop = StopRequested()
     with generation_stack(cfg) as stack:
         failures = load_failures(cfg, stack, run_dir)
         learners = LearnerGroup(
@@ -82,6 +83,9 @@ def train(cfg: Config) -> dict[str, Any]:
         metrics_log = MetricsLogger(run_dir, cfg, resume_step=start + 1 if resumed else None)
         summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
         step = start
+        # Installed once the actors are up: a signal during start-up needs no checkpoint, and
+        # the default handler lets Ray release what the driver owned.
+        stop = StopRequested()
         bar = tqdm(
             total=cfg.learner.max_steps,
             initial=start,
@@ -167,6 +171,16 @@ def push_weights(sync: Any, fleet: Any) -> Any:
         if not fleet.replace_dead():
             raise
         return sync.push()
+
+
+def check_data(cfg: Config) -> None:
+    """Load and validate the queries (counts malformed rows by reason; DataError when none is
+    usable), cheaply, before minutes of engine start-up are spent."""
+    from rrr.runtime import load_task
+    from rrr.tasks.loading import load_rows
+
+    log.info(load_rows(load_task(cfg), cfg.data.source, split=cfg.data.split,
+                       limit=cfg.data.limit).summary())  # fmt: skip
 
 
 def next_failures(cfg: Config, stack: Any, sampler: EpochSampler) -> tuple[list[Failure], float]:

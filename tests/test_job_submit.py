@@ -4,6 +4,7 @@ same path a cluster user takes (cluster/README.md), with the dashboard's job API
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -68,8 +69,59 @@ def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
         assert (run / "checkpoints" / "step_00000001").is_dir()
         assert (run / "metrics.jsonl").read_text().count('"step": 1') == 1
         print(f"ray job submit smoke run: {time.time() - t0:.0f} s")
+        _stop_drill(dash, env, entrypoint, run, tmp_path / "stopped")
     finally:
         _stop_head(gcs)
+
+
+def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -> None:
+    """`ray job stop` during a 20-step run: the driver gets SIGTERM, finishes its step, writes a
+    final checkpoint and releases its actors within RAY_JOB_STOP_WAIT_TIME_S (the variable
+    cluster/runtime_env.yaml sets; Ray's default of 3 s is too short for a checkpoint)."""
+    import json
+
+    from learner import checkpoint as ckpt
+
+    address = f"http://127.0.0.1:{dash}"
+    entrypoint = (
+        entrypoint.replace(f"logging.output_dir={first}", f"logging.output_dir={run}")
+        .replace("learner.max_steps=1", "learner.max_steps=20")
+        + f" data.failures={first / 'failures'}"
+    )
+    runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "300"}})
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait",
+         "--working-dir", str(ROOT), "--runtime-env-json", runtime_env, "--",
+         *entrypoint.split()],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", submit.stdout + submit.stderr)[0]
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 600
+    while not (metrics.is_file() and metrics.read_text().strip()):
+        assert time.time() < deadline, "the job never logged a step"
+        time.sleep(1)
+    stop = subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    status = ""
+    while time.time() < deadline and "STOPPED" not in status and "SUCCEEDED" not in status:
+        status = subprocess.run(
+            [str(BIN / "ray"), "job", "status", "--address", address, job_id],
+            env=env, capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+        time.sleep(2)
+    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id],
+                          env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    assert "STOPPED" in status, (stop.stdout + stop.stderr + status + logs)[-4000:]
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 20
+    latest = ckpt.latest_valid(run / "checkpoints")
+    assert latest is not None and latest.name == f"step_{steps[-1]:08d}", logs[-3000:]
+    ckpt.verify(latest)
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    assert "finishing this step, then checkpoint and exit" in logs
+    print(f"ray job stop: stopped after step {steps[-1]} with its checkpoint")
 
 
 def _stop_head(gcs_port: int) -> None:

@@ -286,3 +286,14 @@ def test_unknown_template_and_bad_gold_raise() -> None:
         verify("x", [], "[]", "mistral")
     with pytest.raises(ValueError):
         verify("x", '[{"name": "f"}]', "[]", "qwen")
+
+
+@pytest.mark.parametrize(
+    "value", ["```", "```python\nprint(1)\n```", "see ``` and ```json {} ```", "x```"]
+)
+def test_llama_fence_inside_a_json_string_is_data(value: str) -> None:
+    """A ``` inside an argument value (code passed to a tool) is no fence around the call: the
+    call is right as written (found by the round-trip fuzz test with arguments {'```': None})."""
+    answers = [{"name": "run", "arguments": {"code": value, value: None}}]
+    response = json.dumps({"name": "run", "parameters": {"code": value, value: None}})
+    assert verify(response, answers, "[]", "llama").correct

@@ -8,8 +8,10 @@ Templates (how the model writes its calls):
   error (a truncated generation should not be rewarded).
 * ``"llama"``: the whole response is one JSON object ``{"name": str, "parameters": {...}}`` or a
   JSON list of them. Tolerated: ``"arguments"`` instead of ``"parameters"`` (``"parameters"`` wins
-  if both are present), the JSON inside a Markdown code fence (the last fence; prose around it is
-  ignored), and Llama's ``<|python_tag|>`` prefix / ``<|eom_id|>``/``<|eot_id|>`` suffix.
+  if both are present), the JSON inside a Markdown code fence (the last fence, looked for only
+  when the whole response is not JSON, so a ``` inside a string value is data; prose around the
+  fence is ignored), and Llama's ``<|python_tag|>`` prefix / ``<|eom_id|>``/``<|eot_id|>``
+  suffix.
 * Extra keys in a call object (e.g. ``"type"``) are ignored in both templates.
 
 Matching: the multiset of predicted calls must equal the multiset of gold calls. Order of calls
@@ -279,9 +281,15 @@ def _parse_qwen(response: str) -> tuple[str, list[RawCall]]:
 def _parse_llama(response: str) -> tuple[str, list[RawCall]]:
     """The response (or its last code fence) as one call object or a list of them."""
     text = _strip_llama_tokens(response.strip())
-    if _FENCE in text:
+    try:
+        parsed = _loads(text)
+    except _Format:
+        # Only a response that is not JSON as a whole is searched for a fence: a ``` inside a
+        # JSON string (code in an argument) is data, not a fence.
+        if _FENCE not in text:
+            raise
         text = _last_fence(text)
-    parsed = _loads(text)
+        parsed = _loads(text)
     if isinstance(parsed, dict):
         return text, [_call(parsed, "parameters", "arguments")]
     if isinstance(parsed, list):

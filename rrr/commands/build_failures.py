@@ -43,8 +43,7 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     when every shard is already done, no engine is started at all.
     """
     from rrr import failure_data as fd
-    from rrr.models import resolve_model
-    from rrr.runtime import generation_stack, load_task
+    from rrr.runtime import generation_stack, load_model, load_task
     from rrr.tasks.loading import load_rows
 
     f = cfg.failures
@@ -52,6 +51,13 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     loaded = load_rows(task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
     log.info(loaded.summary())
     rows = loaded.rows
+    shards = [rows[i : i + f.shard_size] for i in range(0, len(rows), f.shard_size)]
+    done = fd.done_shards(out)
+    todo = [i for i in range(len(shards)) if i not in done]
+    if todo and stack is None:
+        # A bad model (no such path, no chat template) fails before Ray starts, and before the
+        # manifest ties `out` to it: a rerun with the model fixed must not be refused.
+        load_model(cfg)
     fd.prepare_dir(
         out,
         {
@@ -69,14 +75,9 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
             "num_queries": len(rows),
         },
     )
-    shards = [rows[i : i + f.shard_size] for i in range(0, len(rows), f.shard_size)]
-    done = fd.done_shards(out)
-    todo = [i for i in range(len(shards)) if i not in done]
     t0 = time.perf_counter()
     counts = {"queries": 0, "kept": 0}
     if todo:
-        if stack is None:
-            resolve_model(cfg.model.name_or_path)  # fail on a bad model before Ray starts
         with generation_stack(cfg) if stack is None else nullcontext(stack) as running:
             _run_shards(cfg, out, running, shards, todo, counts)
     elapsed = time.perf_counter() - t0

@@ -89,16 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     from rrr import general_eval as ge
 
-    try:
-        return _run(args, cfg)
-    except ge.GeneralEvalError as exc:
-        print(f"rrr eval-general: {exc}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace, cfg: Config) -> int:
-    from rrr import general_eval as ge
-
     if len(args.model) > 2:
         raise ge.GeneralEvalError("give one --model (scores only) or two (vanilla, trained)")
     if args.limit is not None and args.limit <= 0:
