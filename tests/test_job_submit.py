@@ -75,9 +75,10 @@ def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
 
 
 def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -> None:
-    """`ray job stop` during a 20-step run: the driver gets SIGTERM, finishes its step, writes a
-    final checkpoint and releases its actors within RAY_JOB_STOP_WAIT_TIME_S (the variable
-    cluster/runtime_env.yaml sets; Ray's default of 3 s is too short for a checkpoint)."""
+    """`ray job stop` during a 400-step run (about 0.8 s a step): the driver gets SIGTERM,
+    finishes its step, writes a final checkpoint and releases its actors within
+    RAY_JOB_STOP_WAIT_TIME_S (the variable cluster/runtime_env.yaml sets; Ray's default of 3 s
+    is too short for a checkpoint)."""
     import json
 
     from learner import checkpoint as ckpt
@@ -85,7 +86,7 @@ def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -
     address = f"http://127.0.0.1:{dash}"
     entrypoint = (
         entrypoint.replace(f"logging.output_dir={first}", f"logging.output_dir={run}")
-        .replace("learner.max_steps=1", "learner.max_steps=20")
+        .replace("learner.max_steps=1", "learner.max_steps=400")
         + f" data.failures={first / 'failures'}"
     )
     runtime_env = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "300"}})
@@ -102,20 +103,23 @@ def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -
     while not (metrics.is_file() and metrics.read_text().strip()):
         assert time.time() < deadline, "the job never logged a step"
         time.sleep(1)
-    stop = subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id],
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id],
+                   env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     status = ""
-    while time.time() < deadline and "STOPPED" not in status and "SUCCEEDED" not in status:
+    # Ray reports a job it was asked to stop as "was stopped" (or "succeeded" when the
+    # driver exited 0 first); what matters is below: steps, final checkpoint, the log line.
+    while time.time() < deadline and not re.search(r"succeeded|stopped|failed", status):
         status = subprocess.run(
             [str(BIN / "ray"), "job", "status", "--address", address, job_id],
             env=env, capture_output=True, text=True, timeout=60,
-        ).stdout  # fmt: skip
+        )  # fmt: skip
+        status = (status.stdout + status.stderr).lower()
         time.sleep(2)
     logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id],
                           env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
-    assert "STOPPED" in status, (stop.stdout + stop.stderr + status + logs)[-4000:]
+    assert re.search(r"succeeded|was stopped", status), (status + logs)[-4000:]
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 20
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 400
     latest = ckpt.latest_valid(run / "checkpoints")
     assert latest is not None and latest.name == f"step_{steps[-1]:08d}", logs[-3000:]
     ckpt.verify(latest)
