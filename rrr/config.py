@@ -170,9 +170,9 @@ class RolloutConfig:
     in_process_engine: bool | None = _f(
         None,
         "Run vLLM's engine core inside the worker process instead of a child process. None = "
-        "on CPU only: there it was 1.05-3.9x faster on 2 cores (no second process polling) and "
-        "it makes seeded sampling exact (a child process starts stepping before a batch has "
-        "fully arrived, so the batch layout, and with it the sampling noise, varies).",
+        "on CPU only: there it is as fast (bench/engine_core.py: 1.00x) and makes seeded "
+        "sampling exact (a child process may start stepping before a batch has fully arrived, "
+        "so the batch layout, and with it the sampling noise, varies under load).",
     )
     max_restarts: int = _f(
         3,
