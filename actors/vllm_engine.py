@@ -64,7 +64,7 @@ class VLLMEngine:
         enable_sleep_mode: bool = False,
         seed: int = 0,
         trust_remote_code: bool = False,
-        in_process: bool | None = None,
+        in_process: bool = False,
     ) -> None:
         # vLLM's INFO lines (one per engine step on CPU) drown the driver's step lines.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -77,7 +77,7 @@ class VLLMEngine:
             )
         if cpu:
             _cpu_env(kv_cache_gib, cpu_threads)
-        if cpu if in_process is None else in_process:
+        if in_process:
             # Read by vLLM when the engine is built; this process hosts only this engine.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if dtype == "auto":

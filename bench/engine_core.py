@@ -4,7 +4,7 @@ samples the same tokens (what worker restarts and exact resume rely on).
 
 Each mode runs in its own Python process (the switch is read when vLLM builds the engine), the
 two alternate twice so drift of this noisy machine hits both alike. Prints in-process / child
-tokens/s and the repeat match counts; rollout.in_process_engine defaults to on for CPU.
+tokens/s and the repeat match counts (rollout.in_process_engine is an opt-in).
 
   .venv/bin/python bench/engine_core.py [--model smollm2-135m] [--prompts 48] [--tokens 64]
 """

@@ -29,6 +29,7 @@ def fleet(ray_local, tiny_model_path):
     cfg = load_config(None, [
         f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
         "rollout.num_workers=2", "rollout.kv_cache_gib=1", "rollout.max_restarts=2",
+        "rollout.in_process_engine=true",  # exact seeded repeats (docs/reliability.md)
     ])  # fmt: skip
     fleet = RolloutFleet.start(cfg, tiny_model_path)
     yield fleet

@@ -8,8 +8,9 @@ C. `rrr train` again on B's directory: resumes from step 2's checkpoint at the e
    data cursor, and step 3's loss equals A's. SIGTERM during step 4 finishes that step, writes
    a final checkpoint and exits cleanly.
 
-Sampling is seeded per step (rollout.seed), so B and C must repeat A's episodes exactly: any
-lost, duplicated or stale-weight episode would show up as a different loss or reward.
+Sampling is seeded per step (rollout.seed) and, with rollout.in_process_engine, exact, so B
+and C must repeat A's episodes exactly: any lost, duplicated or stale-weight episode would show
+up as a different loss or reward.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _args(model: str, data: Path, run: Path, max_steps: int, failures: Path | No
         "episode.max_retry_tokens=12", "learner.failures_per_step=2",
         "learner.micro_batch_size=2", "learner.lr=1e-3", f"learner.max_steps={max_steps}",
         "logging.checkpoint_every=1", "logging.keep_checkpoints=5", "rollout.kv_cache_gib=1",
+        "rollout.in_process_engine=true",  # exact seeded repeats (docs/reliability.md)
         "logging.progress=false", f"logging.output_dir={run}",
         *([f"data.failures={failures}"] if failures else []),
     ]  # fmt: skip
