@@ -35,7 +35,7 @@ def on_cpu() -> bool:
 
 
 def _cpu_env(kv_cache_gib: float, cpu_threads: str) -> None:
-    """vLLM's CPU backend reads these at engine start (../shared/NOTES-cpu.md)."""
+    """vLLM's CPU backend reads these at engine start (docs/cpu-stack.md)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     if cpu_threads:

@@ -8,7 +8,7 @@ with the worker's own (e.g. `update_weights`).
 On vLLM's CPU backend, `model.load_weights` after start-up fails (linear weights are repacked
 once loaded), while the worker's own `reload_weights(weights_iterator=...)` re-runs the loader
 and works; tensors passed as RPC arguments arrive as nested lists there, so weights travel as a
-safetensors file or bytes (see ../shared/NOTES-cpu.md).
+safetensors file or bytes (see docs/cpu-stack.md).
 """
 
 from __future__ import annotations

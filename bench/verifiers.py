@@ -2,7 +2,7 @@
 
 Usage: python bench/verifiers.py [--seconds N]
 
-Builds a realistic workload from the shared samples (a few hundred characters of reasoning, then
+Builds a realistic workload from the bundled samples (a few hundred characters of reasoning, then
 the answer; about half correct, the rest wrong numbers / missed target / malformed), pins the
 process to one core, and measures verifications per second for:
 
@@ -13,7 +13,7 @@ process to one core, and measures verifications per second for:
   it comes from the data.
 
 Goals: ours >= 0.5x naive for both, and countdown >= 20,000 verifications/s.
-Data: ``<repo>/../shared/data``, or the folder named by the environment variable RRR_SHARED_DATA.
+Data: the bundled samples in ``<repo>/data`` (sources in data/SOURCES.md).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ COUNTDOWN_GOAL_PER_S = 20_000
 RATIO_GOAL = 0.5
 
 
-def shared_data() -> Path:
-    return Path(os.environ.get("RRR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+def sample_data() -> Path:
+    return ROOT / "data"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ def reasoning(nums: Sequence[int], target: int, rng: random.Random) -> str:
 def countdown_workload(rng: random.Random) -> list[tuple[str, list[int], int]]:
     """About half correct; the rest wrong numbers, missed target or malformed."""
     cases = []
-    for row in read_jsonl(shared_data() / "countdown_sample.jsonl"):
+    for row in read_jsonl(sample_data() / "countdown_sample.jsonl"):
         nums, target = row["nums"], row["target"]
         equation = countdown.solve(nums, target)
         if equation is None:
@@ -142,7 +142,7 @@ def render_calls(calls: list[dict[str, Any]], template: str) -> str:
 def apigen_workload(rng: random.Random) -> list[tuple[str, str, list[dict[str, Any]], str, str]]:
     """(response, gold JSON, gold parsed, tools JSON, template); about half correct."""
     cases = []
-    for row in read_jsonl(shared_data() / "xlam_sample.jsonl"):
+    for row in read_jsonl(sample_data() / "xlam_sample.jsonl"):
         gold = json.loads(row["answers"])
         wrong_name = [{**gold[0], "name": gold[0]["name"] + "_x"}, *gold[1:]]
         wrong_args = [{**gold[0], "arguments": {**gold[0]["arguments"], "extra": 1}}, *gold[1:]]

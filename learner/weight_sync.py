@@ -14,7 +14,7 @@ Backends (the learner and the driver never branch on which one runs):
                 bytes are `ray.put` inside the learner; the driver hands only the ObjectRef to
                 each rollout worker; Ray resolves it worker-side, which writes its node's
                 /dev/shm file for vLLM (vLLM's own RPC is a slow carrier for 500 MB,
-                ../shared/NOTES-cpu.md). "auto" picks shm when it can (bench/sync.py measures
+                docs/cpu-stack.md). "auto" picks shm when it can (bench/sync.py measures
                 both).
   nccl          GPU. Learner rank 0 and every vLLM worker of every RolloutWorker form one NCCL
                 group (vLLM's StatelessProcessGroup + PyNcclCommunicator, rank 0 = learner, as

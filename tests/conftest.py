@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RRR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SAMPLE_DATA = ROOT / "data"  # the bundled samples (data/SOURCES.md); never outside the repo
 
 # Converted models and HF caches stay out of the user's home during tests only when asked.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,10 +37,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA} (set RRR_SHARED_DATA)")
-    return SHARED_DATA
+def sample_data() -> Path:
+    if not SAMPLE_DATA.is_dir():
+        pytest.fail(f"bundled data not found at {SAMPLE_DATA}: the checkout is incomplete")
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")

@@ -30,12 +30,12 @@ def _whole(tok, messages):
 
 
 @pytest.mark.parametrize("task_name", ["countdown", "apigen"])
-def test_incremental_equals_whole_conversation(tok, task_name, shared_data):
+def test_incremental_equals_whole_conversation(tok, task_name, sample_data):
     import json
 
     sample = "countdown_sample.jsonl" if task_name == "countdown" else "xlam_sample.jsonl"
     task = get_task(task_name, "qwen")
-    row = task.validate_row(json.loads((shared_data / sample).read_text().splitlines()[0]))
+    row = task.validate_row(json.loads((sample_data / sample).read_text().splitlines()[0]))
     r = ChatRenderer(tok)
     first = task.first_messages(row)
     attempt = [*tok.encode("I think it is 42.", add_special_tokens=False), tok.eos_token_id]

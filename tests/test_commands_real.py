@@ -38,11 +38,11 @@ def _overrides(tiny: str, shared: Path) -> list[str]:
     ]
 
 
-def test_build_failures_cli_then_resume(ray_local, rollout_worker, tiny_model_path, shared_data,
+def test_build_failures_cli_then_resume(ray_local, rollout_worker, tiny_model_path, sample_data,
                                         tmp_path, capsys):  # fmt: skip
     out = tmp_path / "failures"
     args = ["build-failures", "--config", str(ROOT / "configs/smoke-cpu.yaml"), "--out", str(out)]
-    overrides = _overrides(tiny_model_path, shared_data)
+    overrides = _overrides(tiny_model_path, sample_data)
     assert main([*args, *overrides]) == 0
     summary = json.loads(capsys.readouterr().out.split("failure dataset:")[0])
     assert summary["queries"] == 6 and summary["shards"] == 2
@@ -84,13 +84,13 @@ def test_build_failures_cli_then_resume(ray_local, rollout_worker, tiny_model_pa
                        stack=stack)  # fmt: skip
 
 
-def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, shared_data, tmp_path,
+def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_data, tmp_path,
                                               capsys):  # fmt: skip
     out = tmp_path / "eval"
     overrides = [
         f"model.name_or_path={tiny_model_path}",
         "model.max_model_len=1024",
-        f"data.eval_source={shared_data / 'countdown_sample.jsonl'}",
+        f"data.eval_source={sample_data / 'countdown_sample.jsonl'}",
         "data.eval_limit=4",
         "eval.max_tokens=12",
         "eval.max_reflection_tokens=8",

@@ -24,7 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
+def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
     gcs, dash = _free_port(), _free_port()
     # Every fixed default port of a head gets a free one: the test session's own Ray (and any
     # other Ray on the machine) already holds the defaults, and the job agent then never
@@ -48,7 +48,7 @@ def test_ray_job_submit_smoke_run(tiny_model_path, shared_data, tmp_path):
         entrypoint = (
             f"{sys.executable} -m rrr.cli train --config configs/smoke-cpu.yaml "
             f"model.name_or_path={tiny_model_path} model.max_model_len=1024 "
-            f"data.source={shared_data / 'countdown_sample.jsonl'} data.limit=2 "
+            f"data.source={sample_data / 'countdown_sample.jsonl'} data.limit=2 "
             "failures.samples_per_query=2 failures.max_tokens=8 episode.num_reflections=2 "
             "episode.max_reflection_tokens=8 episode.max_retry_tokens=8 "
             "learner.failures_per_step=2 learner.max_steps=1 rollout.kv_cache_gib=1 "

@@ -1,4 +1,4 @@
-"""Data loading: shared samples, skip accounting, parquet, local HF datasets, generator, errors."""
+"""Data loading: bundled samples, skip accounting, parquet, local HF datasets, generator, errors."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-# --- the shared samples ---------------------------------------------------------------------
+# --- the bundled samples ---------------------------------------------------------------------
 
 
-def test_shared_countdown_sample(shared_data: Path) -> None:
-    source = str(shared_data / "countdown_sample.jsonl")
+def test_bundled_countdown_sample(sample_data: Path) -> None:
+    source = str(sample_data / "countdown_sample.jsonl")
     result = load_rows(COUNTDOWN, source)
     assert len(result.rows) == 300 and result.total_seen == 300 and not result.skipped
     assert result.summary() == f"loaded 300 rows from {source}; skipped 0"
@@ -48,8 +48,8 @@ def test_shared_countdown_sample(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("family", ["qwen", "llama"])
-def test_shared_xlam_sample(shared_data: Path, family: str) -> None:
-    result = load_rows(get_task("apigen", family), str(shared_data / "xlam_sample.jsonl"))
+def test_bundled_xlam_sample(sample_data: Path, family: str) -> None:
+    result = load_rows(get_task("apigen", family), str(sample_data / "xlam_sample.jsonl"))
     assert len(result.rows) == 300 and not result.skipped
     row = result.rows[0]
     assert set(row) == {"id", "query", "tools", "answers"}
@@ -191,8 +191,8 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
 # --- options --------------------------------------------------------------------------------
 
 
-def test_limit_shuffle_dedupe(shared_data: Path) -> None:
-    source = str(shared_data / "countdown_sample.jsonl")
+def test_limit_shuffle_dedupe(sample_data: Path) -> None:
+    source = str(sample_data / "countdown_sample.jsonl")
     full = load_rows(COUNTDOWN, source).rows
     limited = load_rows(COUNTDOWN, source, limit=10)
     assert limited.rows == full[:10] and limited.total_seen == 10
@@ -223,12 +223,12 @@ def test_json_array_file(tmp_path: Path) -> None:
 # --- parquet and Hugging Face datasets ------------------------------------------------------
 
 
-def test_parquet_round_trip(tmp_path: Path, shared_data: Path) -> None:
+def test_parquet_round_trip(tmp_path: Path, sample_data: Path) -> None:
     for task, name in ((COUNTDOWN, "countdown_sample.jsonl"), (APIGEN, "xlam_sample.jsonl")):
-        raw = [json.loads(line) for line in (shared_data / name).read_text().splitlines()]
+        raw = [json.loads(line) for line in (sample_data / name).read_text().splitlines()]
         path = _write_parquet(tmp_path / f"{task.name}.parquet", raw)
         from_parquet = load_rows(task, str(path))
-        assert from_parquet.rows == load_rows(task, str(shared_data / name)).rows
+        assert from_parquet.rows == load_rows(task, str(sample_data / name)).rows
         assert not from_parquet.skipped
 
 
@@ -251,7 +251,7 @@ def test_parquet_shard_directory_selects_split(tmp_path: Path) -> None:
 
 
 def test_local_hf_dataset_offline(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sample_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -260,12 +260,12 @@ def test_local_hf_dataset_offline(
     # A local dataset repository layout (JSON lines under data/), read by datasets.load_dataset.
     repo = tmp_path / "xlam-local"
     (repo / "data").mkdir(parents=True)
-    lines = (shared_data / "xlam_sample.jsonl").read_text().splitlines()
+    lines = (sample_data / "xlam_sample.jsonl").read_text().splitlines()
     (repo / "data" / "train.jsonl").write_text("\n".join(lines[:40]) + "\n")
     (repo / "data" / "test.jsonl").write_text("\n".join(lines[40:50]) + "\n")
     cache = str(tmp_path / "hf-cache")
     train = load_rows(APIGEN, str(repo), cache_dir=cache)
-    expected = load_rows(APIGEN, str(shared_data / "xlam_sample.jsonl"), limit=50).rows
+    expected = load_rows(APIGEN, str(sample_data / "xlam_sample.jsonl"), limit=50).rows
     assert train.rows == expected[:40]
     assert load_rows(APIGEN, str(repo), split="test", cache_dir=cache).rows == expected[40:]
     shuffled = load_rows(APIGEN, str(repo), shuffle=True, seed=0, limit=5, cache_dir=cache)

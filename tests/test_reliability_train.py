@@ -103,11 +103,11 @@ def _close(a: dict, b: dict) -> None:
 
 
 def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
-    ray_local, tiny_model_path, shared_data, tmp_path, capsys
+    ray_local, tiny_model_path, sample_data, tmp_path, capsys
 ):
     # A: the reference.
     ref = tmp_path / "a"
-    assert main(_args(tiny_model_path, shared_data, ref, 3, None)) == 0
+    assert main(_args(tiny_model_path, sample_data, ref, 3, None)) == 0
     capsys.readouterr()
     reference = _metrics(ref)
     assert [m["step"] for m in reference] == [1, 2, 3]
@@ -123,7 +123,7 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     ])  # fmt: skip
     saboteur.start()
     t0 = time.monotonic()
-    code = main(_args(tiny_model_path, shared_data, run, 3, failures))
+    code = main(_args(tiny_model_path, sample_data, run, 3, failures))
     failed_after = time.monotonic() - t0
     saboteur.stop = True
     err = capsys.readouterr().err
@@ -143,7 +143,7 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     # C: resume B. Step 3 repeats A's step 3; SIGTERM during step 4 stops after step 4.
     saboteur = Saboteur([(_logged(run, 3), lambda: os.kill(os.getpid(), signal.SIGTERM))])
     saboteur.start()
-    assert main(_args(tiny_model_path, shared_data, run, 10, failures)) == 0
+    assert main(_args(tiny_model_path, sample_data, run, 10, failures)) == 0
     saboteur.stop = True
     out = capsys.readouterr().out
     summary = json.loads(out.split("run directory:")[0])

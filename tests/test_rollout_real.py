@@ -88,13 +88,13 @@ def test_weight_update_changes_output_and_restores_token_for_token(
     assert after == before
 
 
-def test_episode_tokens_and_mask_align(ray_local, rollout_worker, tokenizer, shared_data):
+def test_episode_tokens_and_mask_align(ray_local, rollout_worker, tokenizer, sample_data):
     import json
 
     task = get_task("countdown", "qwen")
     rows = [
         task.validate_row(json.loads(line))
-        for line in (shared_data / "countdown_sample.jsonl").read_text().splitlines()[:3]
+        for line in (sample_data / "countdown_sample.jsonl").read_text().splitlines()[:3]
     ]
     renderer = ChatRenderer(tokenizer)
     cfg = EpisodeConfig(num_reflections=3, max_reflection_tokens=24, max_retry_tokens=16)

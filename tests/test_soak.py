@@ -78,11 +78,11 @@ def check_round(failures: list[Failure], batch: Any, prompts: list[list[int]]) -
         assert e.span[1] > e.span[0] and len(e.logprobs) == e.span[1] - e.span[0]
 
 
-def test_soak_episodes_memory_and_actors(ray_local, rollout_worker, tiny_model_path, shared_data):
+def test_soak_episodes_memory_and_actors(ray_local, rollout_worker, tiny_model_path, sample_data):
     from transformers import AutoTokenizer
 
     task = get_task("countdown", "qwen")
-    lines = (shared_data / "countdown_sample.jsonl").read_text().splitlines()
+    lines = (sample_data / "countdown_sample.jsonl").read_text().splitlines()
     rows = [task.validate_row(json.loads(line)) for line in lines]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     renderer = ChatRenderer(tokenizer)

@@ -18,13 +18,13 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, shared_data, tmp_path,
+def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sample_data, tmp_path,
                                                capsys):  # fmt: skip
     run = tmp_path / "run"
     args = [
         "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
         f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
-        f"data.source={shared_data / 'countdown_sample.jsonl'}", "data.limit=4",
+        f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=4",
         "failures.samples_per_query=2", "failures.max_tokens=12",
         "episode.num_reflections=2", "episode.max_reflection_tokens=8",
         "episode.max_retry_tokens=8", "learner.failures_per_step=2",

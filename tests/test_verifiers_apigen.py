@@ -15,14 +15,14 @@ import pytest
 from verifiers.apigen import FORMAT, PARAMETERS, RESPONSE_CAP, TOOL_CHOICE, verify
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RRR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SAMPLE_DATA = ROOT / "data"  # the bundled samples (data/SOURCES.md); never outside the repo
 TEMPLATES = ("qwen", "llama")
 
 
 @lru_cache(maxsize=1)
 def rows() -> list[dict[str, Any]]:
-    """The shared xLAM sample, ``tools``/``answers`` kept as the original JSON strings."""
-    with open(SHARED_DATA / "xlam_sample.jsonl", encoding="utf-8") as handle:
+    """The bundled xLAM sample, ``tools``/``answers`` kept as the original JSON strings."""
+    with open(SAMPLE_DATA / "xlam_sample.jsonl", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 

@@ -21,15 +21,15 @@ from verifiers.countdown import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RRR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SAMPLE_DATA = ROOT / "data"  # the bundled samples (data/SOURCES.md); never outside the repo
 
 Row = tuple[tuple[int, ...], int]
 
 
 @lru_cache(maxsize=1)
 def rows() -> list[Row]:
-    """The shared sample as (nums, target) tuples."""
-    with open(SHARED_DATA / "countdown_sample.jsonl", encoding="utf-8") as handle:
+    """The bundled sample as (nums, target) tuples."""
+    with open(SAMPLE_DATA / "countdown_sample.jsonl", encoding="utf-8") as handle:
         data = [json.loads(line) for line in handle if line.strip()]
     return [(tuple(row["nums"]), row["target"]) for row in data]
 

@@ -6,7 +6,7 @@ Writes parquet shards plus manifest.json into --out (schema: rrr/failure_data.py
 resumable: rerunning the same command skips finished shards; a crash loses at most one shard.
 
   rrr build-failures --config configs/smoke-cpu.yaml --out runs/failures \\
-      data.source=../shared/data/countdown_sample.jsonl failures.samples_per_query=8
+      data.source=data/countdown_sample.jsonl failures.samples_per_query=8
 """
 
 from __future__ import annotations
