@@ -33,6 +33,7 @@ class ChatRenderer:
             raise ChatTemplateError(f"tokenizer {name!r} has no chat template; rrr needs one")
         self.tokenizer = tokenizer
         self._end_of_turn = self._find_end_of_turn()
+        self._end_of_turn_id = self._single_id(self._end_of_turn.strip())
 
     def _text(self, messages: Sequence[Message], generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -47,6 +48,12 @@ class ChatRenderer:
         msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PLACEHOLDER}]
         text = self._text(msgs, generation_prompt=False)
         return text[text.rindex(_PLACEHOLDER) + len(_PLACEHOLDER) :]
+
+    def _single_id(self, text: str) -> int | None:
+        """The id of `text` when it encodes to exactly one token (an end-of-turn marker such as
+        `<|im_end|>` or `<|eot_id|>`), else None."""
+        enc = self._ids(text) if text else []
+        return enc[0] if len(enc) == 1 else None
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """Ids of a fresh conversation ending in the assistant generation prompt."""
@@ -80,21 +87,35 @@ class ChatRenderer:
 
         A sampler that stopped on the end-of-turn token has already emitted it; one that hit
         max_tokens has not. Either way the context must read as a finished assistant turn.
+        Decided on token ids, never on decoded text: an ordinary token that decodes to `<` or
+        `<|` is a prefix of `<|im_end|>` as text, but the context would then lack the real
+        end-of-turn token the model was trained to see.
         """
-        if generated:
-            last = self.tokenizer.decode([generated[-1]], skip_special_tokens=False)
-            if last and closing.startswith(last):
-                closing = closing[len(last) :]
-        return self._ids(closing) if closing else []
+        closing_ids = self._ids(closing) if closing else []
+        return closing_ids_after(generated, closing_ids, self._end_of_turn_id)
 
     def stop_token_ids(self) -> list[int]:
         """Token ids that end an assistant turn (EOS and the template's end-of-turn marker)."""
         ids = set()
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))
-        closing = self._end_of_turn.strip()
-        if closing:
-            enc = self._ids(closing)
-            if len(enc) == 1:
-                ids.add(enc[0])
+        if self._end_of_turn_id is not None:
+            ids.add(self._end_of_turn_id)
         return sorted(ids)
+
+
+def closing_ids_after(
+    generated: Sequence[int], closing_ids: Sequence[int], end_of_turn_id: int | None
+) -> list[int]:
+    """The part of `closing_ids` (the template's text after an assistant message, as ids) still
+    to append after `generated`: everything after the end-of-turn marker when the sampler's
+    last id IS that marker (it stopped on it), else all of it (it was cut by max_tokens, or
+    stopped on another stop id such as a plain EOS, which the template does not render)."""
+    if (
+        end_of_turn_id is not None
+        and generated
+        and generated[-1] == end_of_turn_id
+        and end_of_turn_id in closing_ids
+    ):
+        return list(closing_ids[list(closing_ids).index(end_of_turn_id) + 1 :])
+    return list(closing_ids)

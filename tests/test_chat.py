@@ -79,3 +79,34 @@ def test_stop_ids_and_missing_template(tok):
     t.chat_template = None
     with pytest.raises(ChatTemplateError, match="no chat template"):
         ChatRenderer(t)
+
+
+def test_truncated_turn_ending_in_ordinary_lt_token_still_gets_end_of_turn(tok):
+    """A turn cut by max_tokens right after an ordinary `<` token: as text `<` is a prefix of
+    `<|im_end|>`, but the context must still receive the real end-of-turn token id."""
+    r = ChatRenderer(tok)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    lt = tok.encode("<", add_special_tokens=False)
+    assert len(lt) == 1 and lt[0] != eot
+    msgs = [{"role": "user", "content": "hi"}]
+    sampled = [*tok.encode("a", add_special_tokens=False), *lt]  # cut by max_tokens
+    cont = r.continuation_ids(msgs, [{"role": "user", "content": "again"}], sampled)
+    assert cont[0] == eot
+    stopped = [*sampled, eot]  # the sampler stopped on the marker: never a second one
+    cont = r.continuation_ids(msgs, [{"role": "user", "content": "again"}], stopped)
+    assert eot not in cont[:1]
+    assert r.prompt_ids(msgs) + stopped + cont == _whole(
+        tok, [*msgs, {"role": "assistant", "content": "a<"}, {"role": "user", "content": "again"}]
+    )
+
+
+def test_closing_ids_after_compares_ids() -> None:
+    from rrr.chat import closing_ids_after
+
+    closing = [2, 198]  # <|im_end|> \n
+    assert closing_ids_after([5, 2], closing, 2) == [198]  # stopped on the marker
+    assert closing_ids_after([5, 44], closing, 2) == [2, 198]  # cut after an ordinary token
+    assert closing_ids_after([], closing, 2) == [2, 198]
+    assert closing_ids_after([5, 0], closing, 2) == [2, 198]  # another stop id (plain EOS)
+    assert closing_ids_after([5, 2], [198, 2], 2) == []  # marker after leading whitespace
+    assert closing_ids_after([5, 2], closing, None) == [2, 198]  # no single-token marker
