@@ -32,6 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rrr.errors import RRRError
+from rrr.tasks.base import Task
+from verifiers import Verdict
 
 SCHEMA = pa.schema(
     [
@@ -118,6 +120,40 @@ def read_failures(directory: str | Path) -> tuple[list[FailureRecord], dict[str,
                 )
             )
     return records, manifest
+
+
+def failure_records(
+    rows: list[dict[str, Any]],
+    samples: list[list[Any]],
+    verdicts: list[list[Verdict]],
+    task: Task,
+    keep: str,
+    model: str,
+) -> list[dict[str, Any]]:
+    """The failure-dataset records of one shard: K sampled first attempts per query in, the
+    queries the model fails out, each with its first failed attempt (paper 4.3). `keep` is
+    "any" (one of K failed: the paper's rule) or "all" (every one of K failed)."""
+    records = []
+    for row, group, group_verdicts in zip(rows, samples, verdicts):
+        failed = [(s, v) for s, v in zip(group, group_verdicts) if not v.correct]
+        if not (failed if keep == "any" else len(failed) == len(group)):
+            continue
+        sample, verdict = failed[0]
+        records.append(
+            {
+                "query_key": task.row_key(row),
+                "row": json.dumps(row),
+                "failed_response": sample.text,
+                "failed_token_ids": list(sample.token_ids),
+                "failed_error": verdict.error or "",
+                "num_samples": len(group),
+                "num_failed": len(failed),
+                "model": model,
+                "task": task.name,
+                "family": task.family,
+            }
+        )
+    return records
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -52,7 +52,7 @@ def get(root: Path, smollm2_path: str, tiny_model_path: str) -> GeneralEvalRun:
     key = (smollm2_path, tiny_model_path)
     if key in _CACHE:
         return _CACHE[key]
-    from rrr.cli import main
+    from rrr.driver.cli import main
 
     run_dir = make_run_dir(root / "run", smollm2_path, tiny_model_path)
     out = root / "eval-general"

@@ -2,8 +2,8 @@
 or any actor starts: a missing model, a tokenizer without a chat template, a dataset with no
 usable row, a config with an unknown key, a wrong type or more resources than the cluster has.
 
-Each test runs the real `rrr` entry point (rrr.cli.main) in-process; none starts a vLLM engine,
-which is the point: a user learns of the mistake in seconds, not after a minute of start-up.
+Each test runs the real `rrr` entry point (rrr.driver.cli.main) in-process; none starts a vLLM
+engine, which is the point: a user learns of the mistake in seconds, not after a minute of start-up.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rrr.cli import main
+from rrr.driver.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke-cpu.yaml")

@@ -142,7 +142,7 @@ def test_resume_is_bit_identical_and_export_loads(tiny_model_path, tmp_path):
     # `rrr export RUN_DIR --out DIR` -> a Hugging Face directory transformers loads.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rrr.cli import main
+    from rrr.driver.cli import main
 
     out = tmp_path / "exported"
     assert main(["export", str(tmp_path), "--out", str(out)]) == 0

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from rrr.cli import COMMANDS, main
+from rrr.driver.cli import COMMANDS, main
 
 
 def test_top_level_help_lists_commands():
-    out = subprocess.run([sys.executable, "-m", "rrr.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "rrr.driver.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     assert "Reflect, Retry, Reward" in out
     for name in COMMANDS:

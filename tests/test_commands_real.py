@@ -14,11 +14,11 @@ from actors.rollout_worker import RolloutFleet
 from actors.verifier_pool import LocalVerifier
 from rrr import failure_data as fd
 from rrr.chat import ChatRenderer
-from rrr.cli import main
-from rrr.commands.build_failures import build_failures
 from rrr.config import load_config
+from rrr.driver.build_failures import build_failures
+from rrr.driver.cli import main
+from rrr.driver.stack import Stack, load_task
 from rrr.episodes import EpisodeEngine
-from rrr.runtime import Stack, load_task
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -85,7 +85,7 @@ def test_every_key_has_help():
 
 
 def test_impossible_resources_are_refused_before_any_actor():
-    from rrr.runtime import ResourceError, check_resources
+    from rrr.driver.stack import ResourceError, check_resources
 
     cfg = load_config(ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml")
     check_resources(cfg, {"CPU": 64.0, "GPU": 8.0})

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rrr import general_eval as ge
-from rrr.cli import main
+from rrr.driver import lm_eval_harness as ge
+from rrr.driver.cli import main
 from tests import general_eval_run
 
 # ----------------------------------------------------------------------------- pure maths

@@ -46,7 +46,7 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
     try:
         run = tmp_path / "run"
         entrypoint = (
-            f"{sys.executable} -m rrr.cli train --config configs/smoke-cpu.yaml "
+            f"{sys.executable} -m rrr.driver.cli train --config configs/smoke-cpu.yaml "
             f"model.name_or_path={tiny_model_path} model.max_model_len=1024 "
             f"data.source={sample_data / 'countdown_sample.jsonl'} data.limit=2 "
             "failures.samples_per_query=2 failures.max_tokens=8 episode.num_reflections=2 "

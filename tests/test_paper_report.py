@@ -1,6 +1,6 @@
 """`rrr paper-report`: the paper-shaped report built from result files other rrr code wrote for
 real in this session: the `rrr eval-general` run of tests/general_eval_run.py (Table 3), `rrr
-eval` results.json from rrr.evaluation (the real first try -> reflection -> retry code and
+eval` results.json from rrr.driver.evaluate (the real first try -> reflection -> retry code and
 writer, driven by a scripted generator instead of an LLM), an `rrr export` of the run's
 checkpoint, and metrics.jsonl from the real JSONL metrics sink."""
 
@@ -14,11 +14,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from actors.verifier_pool import LocalVerifier
-from rrr import evaluation
-from rrr import paper_report as pr
 from rrr.chat import ChatRenderer
-from rrr.cli import main
 from rrr.config import load_config
+from rrr.driver import evaluate as evaluation
+from rrr.driver import paper_report as pr
+from rrr.driver.cli import main
 from rrr.episodes import EpisodeEngine
 from rrr.generation import GenRequest, Sample
 from rrr.metrics import JsonlSink
@@ -72,7 +72,7 @@ class ScriptedModel:
 
 
 def scripted_eval(model_path: str, tok_path: str, role: str, out: Path) -> dict:
-    """results.json as `rrr eval` writes it: rrr.evaluation.evaluate + write_results, and the
+    """results.json as `rrr eval` writes it: rrr.driver.evaluate.evaluate + write_results, and the
     "trained" record the command adds."""
     cfg = load_config(None, [f"model.name_or_path={model_path}", "data.task=countdown",
                              "data.eval_source=inline-test-rows", "data.fewshot=0"])  # fmt: skip

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from rrr.cli import main
+from rrr.driver.cli import main
 from tests.helpers import actors_by_state
 
 pytestmark = pytest.mark.slow

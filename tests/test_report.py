@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rrr.cli import main
-from rrr.commands.report import load_history, moving_average, summarize
+from rrr.driver.cli import main
+from rrr.driver.report import load_history, moving_average, summarize
 
 N = 20  # steps; the 10 % windows are 2 steps
 

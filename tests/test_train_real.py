@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rrr.cli import main
+from rrr.driver.cli import main
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def test_stop_requested_on_sigint_and_sigterm_then_second_signal_interrupts():
     import os
     import signal
 
-    from rrr.trainer import StopRequested
+    from rrr.driver.train import StopRequested
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(signum)

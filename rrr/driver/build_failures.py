@@ -43,7 +43,7 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     when every shard is already done, no engine is started at all.
     """
     from rrr import failure_data as fd
-    from rrr.runtime import generation_stack, load_model, load_task
+    from rrr.driver.stack import generation_stack, load_model, load_task
     from rrr.tasks.loading import load_rows
 
     f = cfg.failures
@@ -126,29 +126,10 @@ def _run_shards(
 
 def _failures_of(cfg: Config, stack: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sample K per query (one generate call for the shard) and keep the failing queries."""
+    from rrr import failure_data as fd
+
     f = cfg.failures
     samples, verdicts, _ = stack.engine.first_attempts(
         rows, n=f.samples_per_query, temperature=f.temperature, max_tokens=f.max_tokens
     )
-    records = []
-    for row, group, group_verdicts in zip(rows, samples, verdicts):
-        failed = [(s, v) for s, v in zip(group, group_verdicts) if not v.correct]
-        keep = bool(failed) if f.keep == "any" else len(failed) == len(group)
-        if not keep:
-            continue
-        sample, verdict = failed[0]
-        records.append(
-            {
-                "query_key": stack.task.row_key(row),
-                "row": json.dumps(row),
-                "failed_response": sample.text,
-                "failed_token_ids": list(sample.token_ids),
-                "failed_error": verdict.error or "",
-                "num_samples": len(group),
-                "num_failed": len(failed),
-                "model": cfg.model.name_or_path,
-                "task": stack.task.name,
-                "family": stack.task.family,
-            }
-        )
-    return records
+    return fd.failure_records(rows, samples, verdicts, stack.task, f.keep, cfg.model.name_or_path)

@@ -18,29 +18,29 @@ from rrr.errors import RRRError
 # name -> (module with add_arguments(parser) and run(args, cfg) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-failures": (
-        "rrr.commands.build_failures",
+        "rrr.driver.build_failures",
         "sample K first attempts per query with vLLM and keep the failures (paper 4.3)",
     ),
     "train": (
-        "rrr.commands.train",
+        "rrr.driver.train",
         "GRPO on reflection tokens: rollout, verify, learn, sync, checkpoint (the Ray job)",
     ),
     "eval": (
-        "rrr.commands.evaluate",
+        "rrr.driver.evaluate",
         "first-try and second-try (after one reflection) accuracy, error categories (Tables 1-5)",
     ),
-    "config": ("rrr.commands.show_config", "print the resolved config, or every key with --keys"),
-    "report": ("rrr.commands.report", "training curves (report.png) and summary of metrics.jsonl"),
+    "config": ("rrr.driver.show_config", "print the resolved config, or every key with --keys"),
+    "report": ("rrr.driver.report", "training curves (report.png) and summary of metrics.jsonl"),
     "export": (
-        "rrr.commands.export",
+        "rrr.driver.export",
         "write a run's trained policy (newest valid checkpoint) as a Hugging Face directory",
     ),
     "eval-general": (
-        "rrr.commands.eval_general",
+        "rrr.driver.eval_general",
         "forgetting check: lm-eval benchmarks, vanilla vs trained, differences (Table 3)",
     ),
     "paper-report": (
-        "rrr.commands.paper_report",
+        "rrr.driver.paper_report",
         "one Markdown/HTML report shaped like the paper (Tables 1-5, Figure 2, curves)",
     ),
 }

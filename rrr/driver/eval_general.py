@@ -35,7 +35,7 @@ log = logging.getLogger("rrr.eval_general")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rrr.general_eval import DEFAULT_DROP_THRESHOLD, PAPER_TASKS
+    from rrr.driver.lm_eval_harness import DEFAULT_DROP_THRESHOLD, PAPER_TASKS
 
     parser.add_argument(
         "--model",
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from rrr import general_eval as ge
+    from rrr.driver import lm_eval_harness as ge
 
     if len(args.model) > 2:
         raise ge.GeneralEvalError("give one --model (scores only) or two (vanilla, trained)")

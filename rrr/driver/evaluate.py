@@ -1,5 +1,14 @@
-"""First-try and second-try accuracy, error categories and reflections (paper Tables 1, 2, 4, 5
-and Figure 2), and the files `rrr eval` writes: results.json, results.md, results.png.
+"""Evaluate a model: first-try accuracy, second-try accuracy after one self-reflection
+(paper Tables 1/2), first-try and second-try error categories (Tables 4/5), average reflection
+length and example reflections (Figure 2).
+
+Writes results.json, results.md and results.png into --out. With --compare A B, puts two
+earlier runs side by side instead (e.g. vanilla vs trained) and starts no model.
+
+  rrr eval --config configs/smoke-cpu.yaml --out runs/eval-vanilla
+  rrr eval --config configs/smoke-cpu.yaml model.name_or_path=runs/smoke/export \\
+      --out runs/eval-trained
+  rrr eval --compare runs/eval-vanilla runs/eval-trained --out runs/compare
 
 Second try (the "+ Reflection 2nd Try" column): a query counts as solved if the first try was
 correct, or if it failed and the retry after one self-reflection is correct (paper section 3:
@@ -8,7 +17,9 @@ successful first tries are left alone). Error shares are over all queries, as in
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import replace
@@ -17,6 +28,8 @@ from typing import Any
 
 from rrr.config import Config
 from rrr.episodes import EpisodeEngine, Failure
+
+log = logging.getLogger("rrr.eval")
 
 
 def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,3 +196,40 @@ def _examples_md(results: dict[str, Any]) -> str:
         text = ex["reflection"].strip().replace("\n", " ")
         lines.append(f"- ({ex['reflection_tokens']} tokens, {mark}) {text[:400]}")
     return "\n".join(lines) + "\n"
+
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="output directory (default: <logging.output_dir>/eval)")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="compare two results.json (or their dirs)"
+    )
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+
+    out = Path(args.out) if args.out else Path(cfg.logging.output_dir) / "eval"
+    if args.compare:
+        paths = compare(Path(args.compare[0]), Path(args.compare[1]), out)
+        print(paths["md"].read_text())
+        print(f"wrote {paths['md']} and {paths['png']}")
+        return 0
+
+    from rrr.driver.stack import generation_stack
+    from rrr.models import trained_provenance
+    from rrr.tasks.loading import load_rows
+
+    with generation_stack(cfg) as stack:
+        source = cfg.data.eval_source or cfg.data.source
+        split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
+        loaded = load_rows(stack.task, source, split=split, limit=cfg.data.eval_limit)
+        log.info(loaded.summary())
+        results = evaluate(cfg, stack.engine, loaded.rows)
+        results["skipped_rows"] = dict(loaded.skipped)
+    # Vanilla or trained, for `rrr paper-report`: null for a model rrr did not train, else the
+    # export/checkpoint it came from (step, run directory, base model).
+    results["trained"] = trained_provenance(cfg.model.name_or_path)
+    paths = write_results(results, out)
+    print(paths["md"].read_text())
+    print(f"results: {paths['json']}  table: {paths['md']}  chart: {paths['png']}")
+    return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 from rrr.errors import RRRError
 
-log = logging.getLogger("rrr.general_eval")
+log = logging.getLogger("rrr.driver.lm_eval_harness")
 
 # Paper Table 3 columns, as lm-eval names them (MATH is lm-eval's Minerva variant of it).
 PAPER_TASKS: tuple[str, ...] = ("mmlu_pro", "gsm8k", "hellaswag", "minerva_math")

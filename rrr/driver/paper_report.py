@@ -1,35 +1,39 @@
-"""One report shaped like the paper, from result files: Tables 1/2 (first and second try, vanilla
-vs trained), Table 3 (forgetting), Tables 4/5 (first-try error categories), Figure 2
-(reflections before and after training, with lengths) and the training curves.
+"""Write one report shaped like the paper from result files: Tables 1/2 (first and second try,
+vanilla vs trained), Table 3 (forgetting check), Tables 4/5 (first-try error categories),
+Figure 2 (reflections before and after training, with lengths) and the training curves.
+Parts with no input are marked "_missing: ..._" with the command that fills them.
 
-Inputs are the files rrr writes: `rrr eval` results.json (one model on one task), `rrr
-eval-general` results.json (kind "general_eval": Table 3) and a training run's metrics.jsonl.
-A part with no input is rendered as a "_missing: ..._" line naming the command that fills it.
+RUN_DIR arguments are searched (up to 4 levels, skipping checkpoints/, tb/, failures/) for
+`rrr eval` and `rrr eval-general` results.json files and training metrics.jsonl files; files may
+also be named directly. Whether an `rrr eval` result is vanilla or trained: --vanilla/--trained
+say so; otherwise rrr eval's own record ("trained" in results.json: null for a vanilla model);
+for older files, a model directory made by `rrr export` (or a checkpoint) counts as trained and
+anything else as vanilla. The report's Sources table lists each file with its role and why.
 
-Vanilla or trained, for an `rrr eval` result (first rule that applies; the report lists each
-file with its role and the rule used):
-  1. given explicitly (`rrr paper-report --vanilla PATH --trained PATH`);
-  2. recorded by `rrr eval` in results.json: "trained" is null for a vanilla model, else where
-     the model came from (export / checkpoint step, run directory, base model);
-  3. for older files without that field: the "model" directory is an `rrr export` output or a
-     checkpoint's policy/ (trained), else vanilla (marked "assumed").
-A trained result is paired with the vanilla result of the same task whose model is the run's
-base model (the run's config.yaml); failing that, with the only vanilla result of that task.
+Writes report.md, report.html (self-contained: curves embedded) and curves-*.png into --out
+(default <logging.output_dir>/paper-report).
+
+  rrr paper-report runs/eval-vanilla runs/eval-trained runs/forgetting runs/qwen1.5b-countdown
+  rrr paper-report runs/smoke --vanilla runs/calib1 --out runs/paper
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("rrr.paper_report")
+from rrr.config import Config
+
+log = logging.getLogger("rrr.driver.paper_report")
 
 # Paper Table numbers per rrr task: 1/4 are APIGen (function calling), 2/5 Countdown.
 TASK_TABLES: dict[str, dict[str, Any]] = {
@@ -93,7 +97,7 @@ def discover(paths: list[Path]) -> list[Path]:
 def load_source(path: Path, role: str | None = None) -> Source:
     """Parse one file and decide its kind (and role for task evals; `role` forces it)."""
     if path.name.endswith(".jsonl"):
-        from rrr.commands.report import load_history
+        from rrr.driver.report import load_history
 
         history, malformed = load_history(path)
         if not history:
@@ -326,7 +330,7 @@ def reflections_section(
 
 def general_section(generals: list[Source]) -> list[str]:
     """Paper Table 3: lm-eval benchmarks, vanilla vs trained, from `rrr eval-general`."""
-    from rrr import general_eval as ge
+    from rrr.driver import lm_eval_harness as ge
 
     lines = ["## Table 3: forgetting check (general benchmarks)", ""]
     if not generals:
@@ -347,7 +351,7 @@ def general_section(generals: list[Source]) -> list[str]:
 
 def curves_section(trainings: list[Source], out_dir: Path | None) -> list[str]:
     """Training curves (the `rrr report` PNG) and summary of each run's metrics.jsonl."""
-    from rrr.commands.report import format_summary, plot, summarize
+    from rrr.driver.report import format_summary, plot, summarize
 
     lines = ["## Training curves", ""]
     if not trainings:
@@ -500,3 +504,61 @@ def markdown_to_html(md: str, title: str = "rrr report", base: Path | None = Non
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_dirs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="run or eval directories, or results.json / metrics.jsonl files",
+    )
+    parser.add_argument(
+        "--vanilla", action="append", default=[], metavar="PATH",
+        help="rrr eval results (file or directory) of a vanilla model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trained", action="append", default=[], metavar="PATH",
+        help="rrr eval results (file or directory) of a trained model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", help="output directory (default: <logging.output_dir>/paper-report)"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=3, help="reflections shown per model in Figure 2"
+    )
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+
+    out = Path(args.out) if args.out else Path(cfg.logging.output_dir) / "paper-report"
+    given = [(Path(p), None) for p in args.run_dirs]
+    given += [(Path(p), "vanilla") for p in args.vanilla] + [
+        (Path(p), "trained") for p in args.trained
+    ]
+    if not given:
+        print(
+            "rrr paper-report: name at least one RUN_DIR, --vanilla or --trained", file=sys.stderr
+        )
+        return 2
+    sources: dict[Path, Source] = {}
+    for path, role in given:
+        try:
+            files = discover([path])
+        except FileNotFoundError as exc:
+            print(f"rrr paper-report: {exc}", file=sys.stderr)
+            return 1
+        for f in files:
+            # An explicit role wins over the same file found again under a RUN_DIR.
+            if role is not None or f not in sources:
+                sources[f] = load_source(f, role)
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(sources.values(), key=lambda s: str(s.path))
+    md = build_report(ordered, out, examples=args.examples)
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(markdown_to_html(md, "rrr paper report", base=out))
+    used = sum(1 for s in ordered if s.kind != "ignored")
+    print(f"{used} result files used ({len(ordered) - used} ignored); "
+          f"{md.count('_missing')} parts missing")  # fmt: skip
+    print(f"report: {out / 'report.md'}  html: {out / 'report.html'}")
+    return 0

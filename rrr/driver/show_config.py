@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.keys:
-        from rrr.cli import config_keys_text
+        from rrr.driver.cli import config_keys_text
 
         print(config_keys_text())
     else:

@@ -1,12 +1,24 @@
-"""The training driver: the only place that wires rollout, verification, learning and sync.
+"""Train with GRPO on reflection tokens (the Ray job entrypoint, and the only place that wires
+rollout, verification, learning and sync).
 
-One step (paper section 3 and 4.4):
-  failures -> episodes on all rollout workers (reflect x G, retry) -> verifier pool
-  -> group-relative advantages -> learner step -> weight sync -> metrics -> checkpoint / eval
+Connects to the Ray cluster it was submitted to (`ray job submit ... -- rrr train ...`) or
+starts a local Ray; starts the rollout workers, the verifier pool and the learner group; then
+loops: failures -> reflect x G -> retry -> verify -> group advantages -> learner step -> weight
+sync -> metrics -> checkpoint. Restarted with the same logging.output_dir, it resumes from the
+newest valid checkpoint (same step, same data order). Ctrl-C / SIGTERM / `ray job stop` finish
+the current step, write a checkpoint and release the actors.
+
+  rrr train --config configs/smoke-cpu.yaml
+  rrr train --config configs/smoke-cpu.yaml learner.max_steps=30 logging.output_dir=runs/s30
+
+Outputs in logging.output_dir: config.yaml, failures/ (when built here), metrics.jsonl,
+tb/ (TensorBoard), checkpoints/step_XXXXXXXX; `rrr report DIR` draws the curves.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import signal
 import sys
@@ -50,8 +62,8 @@ def train(cfg: Config) -> dict[str, Any]:
     from learner.batch import batch_from_episodes
     from learner.group import LearnerGroup
     from learner.weight_sync import make_weight_sync
+    from rrr.driver.stack import generation_stack
     from rrr.metrics import MetricsLogger, format_step_line
-    from rrr.runtime import generation_stack
 
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +188,7 @@ def push_weights(sync: Any, fleet: Any) -> Any:
 def check_data(cfg: Config) -> None:
     """Load and validate the queries (counts malformed rows by reason; DataError when none is
     usable), cheaply, before minutes of engine start-up are spent."""
-    from rrr.runtime import load_task
+    from rrr.driver.stack import load_task
     from rrr.tasks.loading import load_rows
 
     log.info(load_rows(load_task(cfg), cfg.data.source, split=cfg.data.split,
@@ -199,7 +211,7 @@ def next_failures(cfg: Config, stack: Any, sampler: EpochSampler) -> tuple[list[
 def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
     """What the sampler draws from: failed first attempts (the failure dataset, given in
     data.failures or built now from data.source, paper 4.3), or, in online mode, the queries."""
-    from rrr.commands.build_failures import build_failures
+    from rrr.driver.build_failures import build_failures
     from rrr.failure_data import read_failures
     from rrr.tasks.loading import load_rows
 
@@ -249,7 +261,7 @@ def step_metrics(
 
 
 def periodic_eval(cfg: Config, stack: Any) -> dict[str, float]:
-    from rrr.evaluation import evaluate
+    from rrr.driver.evaluate import evaluate
     from rrr.tasks.loading import load_rows
 
     source = cfg.data.eval_source or cfg.data.source
@@ -261,3 +273,15 @@ def periodic_eval(cfg: Config, stack: Any) -> dict[str, float]:
         "eval/second_try_accuracy": r["second_try_accuracy"],
         "eval/avg_reflection_tokens": r["avg_reflection_tokens"],
     }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # everything is configuration
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2))
+    print(f"run directory: {summary['run_dir']}  (curves: rrr report {summary['run_dir']})")
+    return 0

@@ -1,0 +1,90 @@
+"""The layering of the packages, read from the code itself (ast, nothing imported):
+
+    verifiers  <-  rrr core  <-  actors, learner  <-  rrr.driver
+
+A module may import its own layer and the layers below it, never one above. The driver is the
+only code that wires actors and learners together; a core module that reached up into it (as
+the trainer once reached into a command module) makes the packages import each other in a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Higher number = higher layer. `rrr.driver` is matched before the rest of `rrr`.
+LAYERS: list[tuple[str, int]] = [
+    ("verifiers", 0),
+    ("rrr.driver", 3),
+    ("rrr", 1),
+    ("actors", 2),
+    ("learner", 2),
+]
+
+
+def layer_of(module: str) -> int | None:
+    for prefix, level in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return level
+    return None  # third-party or stdlib
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module an `import` or `from ... import` names, anywhere in the file (function-level
+    imports count: they run too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+            # `from rrr import driver` names the driver as a member, not in `module`.
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def upward_imports(package_dirs: list[Path], root: Path = ROOT) -> list[str]:
+    bad = []
+    for directory in package_dirs:
+        for path in sorted(directory.rglob("*.py")):
+            here = layer_of(module_name(path, root))
+            assert here is not None, path
+            seen: set[int] = set()  # one report per import statement
+            for lineno, target in imported_modules(path):
+                there = layer_of(target)
+                if there is not None and there > here and lineno not in seen:
+                    seen.add(lineno)
+                    bad.append(f"{path.relative_to(root)}:{lineno} imports {target}")
+    return bad
+
+
+def test_no_module_imports_a_layer_above_it() -> None:
+    dirs = [ROOT / name for name in ("verifiers", "rrr", "actors", "learner")]
+    bad = upward_imports(dirs)
+    assert not bad, "imports that reach up a layer:\n" + "\n".join(bad)
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """The check is not vacuous: a core module importing the driver is caught, function-level
+    and `from rrr import driver` forms included."""
+    fake = tmp_path / "rrr"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "core.py").write_text(
+        "def f():\n    from rrr.driver.train import train\n    from rrr import driver\n"
+    )
+    bad = upward_imports([fake], root=tmp_path)
+    assert bad == [
+        "rrr/core.py:2 imports rrr.driver.train",
+        "rrr/core.py:3 imports rrr.driver",
+    ]
