@@ -141,9 +141,6 @@ class VLLMEngine:
         outputs = iter(self.llm.generate(prompts, params, use_tqdm=False))
         return [[_to_sample(next(outputs).outputs[0]) for _ in range(r.n)] for r in requests]
 
-    def tokenizer_name(self) -> str:
-        return self.model_path
-
     # ------------------------------------------------------------------ weights
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:

@@ -13,7 +13,34 @@ safetensors file or bytes (see docs/cpu-stack.md).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+# vLLM's in-place reload warns "<Layer>: Failed to load weights" for every layer that received
+# no tensor, then keeps that layer's current values. Two such layers are expected on every
+# sync and harmless: RotaryEmbedding (its cos/sin cache is derived, never in a state dict) and,
+# for a model with tied embeddings, ParallelLMHead (its weight IS the embedding, which was
+# loaded). Users read the warning as "training is broken", so exactly those lines are dropped;
+# the same warning for any other layer (or for an untied head) still shows.
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+RELOAD_WARNING = "%s: Failed to load weights"
+
+
+class ExpectedReloadWarnings(logging.Filter):
+    def __init__(self, tied_embeddings: bool) -> None:
+        super().__init__()
+        self.expected = {"RotaryEmbedding"} | ({"ParallelLMHead"} if tied_embeddings else set())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == RELOAD_WARNING and args and args[0] in self.expected)
+
+
+def quiet_expected_reload_warnings(tied_embeddings: bool) -> None:
+    """Install the filter once per process (vLLM's logger is a process-wide singleton)."""
+    logger = logging.getLogger(RELOAD_LOGGER)
+    if not any(isinstance(f, ExpectedReloadWarnings) for f in logger.filters):
+        logger.addFilter(ExpectedReloadWarnings(tied_embeddings))
 
 
 class WeightReceiver:
@@ -31,8 +58,13 @@ class WeightReceiver:
         return self._rrr_reload(load(blob))
 
     def _rrr_reload(self, state: dict[str, Any]) -> int:
+        self._rrr_quiet_reload()
         self.reload_weights(weights_iterator=iter(state.items()))
         return len(state)
+
+    def _rrr_quiet_reload(self) -> None:
+        hf_config = self.model_runner.model_config.hf_config  # type: ignore[attr-defined]
+        quiet_expected_reload_warnings(bool(getattr(hf_config, "tie_word_embeddings", False)))
 
     # --- NCCL broadcast group (GPU): learner rank 0 -> every vLLM worker --------------------
 
@@ -52,24 +84,6 @@ class WeightReceiver:
             host=master_address, port=master_port, rank=rank, world_size=world_size
         )
         self._rrr_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
-
-    def rrr_receive_bucket(
-        self, names: list[str], dtypes: list[str], shapes: list[list[int]]
-    ) -> int:
-        """Receive one packed bucket broadcast from rank 0 and load its tensors in place."""
-        import torch
-
-        sizes = [int(torch.Size(s).numel()) for s in shapes]
-        dtype = getattr(torch, dtypes[0])
-        flat = torch.empty(sum(sizes), dtype=dtype, device="cuda")
-        self._rrr_comm.broadcast(flat, src=0, stream=torch.cuda.current_stream())
-        torch.cuda.current_stream().synchronize()
-        tensors, offset = {}, 0
-        for name, size, shape in zip(names, sizes, shapes):
-            tensors[name] = flat[offset : offset + size].view(shape)
-            offset += size
-        self.model_runner.model.load_weights(weights=list(tensors.items()))  # type: ignore[attr-defined]
-        return len(tensors)
 
     def rrr_reseed(self, seed: int) -> None:
         """Reset the sampler's random state. Requests carry no seed of their own (a per-request
@@ -115,6 +129,7 @@ class WeightReceiver:
                 count += len(tensors)
                 yield from tensors
 
+        self._rrr_quiet_reload()
         self.reload_weights(weights_iterator=weights())
         stream.synchronize()
         return count

@@ -94,7 +94,6 @@ class FailuresConfig:
         "any", "Keep a query when 'any' of its K samples failed (the paper) or only when 'all' did."
     )
     temperature: float = _f(1.0, "Sampling temperature for the K first attempts.")
-    top_p: float = _f(1.0, "Nucleus sampling for the K first attempts.")
     max_tokens: int = _f(1024, "Longest first attempt.")
     shard_size: int = _f(
         256, "Queries per parquet shard; a crash loses at most one shard, reruns skip done ones."
@@ -252,14 +251,22 @@ class ClusterConfig:
         "Ray address: 'auto' joins the cluster RAY_ADDRESS names (`ray job submit` sets it), "
         "else starts a local Ray; 'local' always starts one; or an explicit address.",
     )
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "'auto' = cuda when a GPU is visible.")
     colocate: bool = _f(
         False, "Learner and vLLM share the same GPU(s); vLLM sleeps while the learner trains."
     )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK"] = _f(
-        "PACK", "Placement-group strategy for rollout and learner bundles."
-    )
     num_cpus: int | None = _f(None, "CPUs for a local Ray (None = all).")
+    dashboard: bool = _f(
+        True,
+        "Start the Ray dashboard with a local Ray (its URL is logged at start): actors, logs, "
+        "and the ray_rrr_* metrics once Prometheus/Grafana are set up (cluster/README.md). "
+        "A cluster's dashboard is the cluster's; this key does not touch it.",
+    )
+    dashboard_port: int = _f(8265, "Port of a local Ray's dashboard (127.0.0.1 only).")
+    metrics_export_port: int | None = _f(
+        None,
+        "Port where a local Ray serves Prometheus metrics, ray_rrr_* included (None = Ray's "
+        "choice, logged at start); point Prometheus at it (cluster/README.md).",
+    )
 
 
 @dataclass
@@ -289,7 +296,6 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    seed: int = _f(0, "Global seed.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -318,7 +324,6 @@ _NON_NEGATIVE = {
 _UNIT_INTERVAL = {
     "learner.warmup_ratio",
     "episode.top_p",
-    "failures.top_p",
     "rollout.gpu_memory_utilization",
 }
 

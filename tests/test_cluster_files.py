@@ -95,3 +95,17 @@ def test_readme_commands_reference_existing_files():
 @pytest.mark.parametrize("name", ["runtime_env.yaml", "ray-cluster.yaml", "rayjob.yaml"])
 def test_yaml_parses(name):
     assert isinstance(load(name), dict)
+
+
+def test_grafana_dashboard_plots_rrr_series_per_run() -> None:
+    """cluster/grafana-rrr.json is a Grafana dashboard whose every query is a ray_rrr_* series
+    filtered by the `run` variable (that the dashboard defines from ray_rrr_step)."""
+    dash = json.loads((ROOT / "cluster" / "grafana-rrr.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert "ray_rrr_step" in variables["run"]["definition"]
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 8
+    for expr in exprs:
+        assert re.fullmatch(r'ray_rrr_[a-z0-9_]+\{run=~"\$run"\}', expr), expr
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 
 from verifiers import Verdict, apigen, countdown
 
-TIME_LIMIT_S = 1.0
+# A bound on each hostile input, not a speed goal (bench/verifiers.py measures speed): the inputs
+# take milliseconds, while what they probe for (catastrophic regex backtracking, quadratic
+# parsing, huge integers) takes minutes. 10 s leaves a loaded 2-core CI a wide margin.
+TIME_LIMIT_S = 10.0
 GOLD_CALL = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]
 # database=None: no .hypothesis/ folder in the repo; failures still print the falsifying example.
 FUZZ = settings(
@@ -546,6 +549,8 @@ def test_hostile_inputs_through_the_verifier_pool(ray_local) -> None:
         assert pool.counters[VERIFIER_ERROR] == 0 and pool.counters["retried"] == 0
         for (_, _, response, expected), got in zip(mine, verdicts):
             assert (got.correct, got.error) == (expected.correct, expected.error), response[:80]
-        # A cold start of two actors plus the transfer of ~20 MB, on 2 shared cores.
-        assert elapsed < 30, elapsed
+        # A bound, not a speed goal: a cold start of two actors plus ~20 MB takes a few
+        # seconds; a verifier stuck on an input would hit the pool's 5 s timeout per batch and
+        # show up as verifier errors above. 120 s leaves a loaded 2-core CI room.
+        assert elapsed < 120, elapsed
         print(f"{task.name}/{task.family}: {len(mine)} hostile items in {elapsed:.1f}s")

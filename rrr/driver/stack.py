@@ -46,12 +46,55 @@ def init_ray(cfg: Config) -> Any:
         # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone. Logical CPUs
         # are raised to what the actors reserve: on a 2-core laptop they mostly take turns.
         num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(required(cfg)["CPU"]))
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        c = cfg.cluster
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=c.dashboard,
+            dashboard_host="127.0.0.1",  # a laptop's dashboard is not for the network
+            dashboard_port=c.dashboard_port,
+            _metrics_export_port=c.metrics_export_port,
+        )
     else:
         ray.init(address=address)
     log.info("ray: %s", ray.cluster_resources())
+    log_monitoring_urls(ray)
     check_resources(cfg, ray.cluster_resources())
     return ray
+
+
+def monitoring_urls(ray: Any) -> dict[str, str]:
+    """Where a user watches the run: the dashboard, and this node's Prometheus endpoint (the
+    ray_rrr_* series are there; the dashboard's Metrics tab reads them through Prometheus)."""
+    urls = {}
+    dashboard = _dashboard_url()
+    if dashboard:
+        urls["dashboard"] = dashboard if "://" in dashboard else f"http://{dashboard}"
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node.get("NodeID") == me and node.get("MetricsExportPort"):
+            urls["metrics"] = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+    return urls
+
+
+def _dashboard_url() -> str | None:
+    # The dashboard address ray.init reported (host:port); None when no dashboard runs. Ray
+    # keeps it on the connected node only, also for a cluster joined with address="auto".
+    from ray._private.worker import global_worker
+
+    node = getattr(global_worker, "node", None)
+    return getattr(node, "webui_url", None) or None
+
+
+def log_monitoring_urls(ray: Any) -> None:
+    urls = monitoring_urls(ray)
+    if "dashboard" in urls:
+        # Ray's token auth is on by default: the browser asks for the token once.
+        log.info("Ray dashboard: %s  (token: `ray get-auth-token`)", urls["dashboard"])
+    else:
+        log.info("Ray dashboard: off (cluster.dashboard=true starts it with a local Ray)")
+    if "metrics" in urls:
+        log.info("Prometheus metrics (ray_rrr_*): %s", urls["metrics"])
 
 
 def required(cfg: Config) -> dict[str, float]:
