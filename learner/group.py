@@ -13,7 +13,8 @@ import ray
 
 from learner import checkpoint as ckpt
 from learner.batch import TrainBatch, shard_batch
-from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker, free_address
+from learner.distributed import free_address
+from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
 

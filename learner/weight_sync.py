@@ -232,7 +232,7 @@ def _engine_world_size(engine: Any) -> int:
 
 
 def _sender_address(actor: Any) -> tuple[str, int]:
-    from learner.worker import free_address
+    from learner.distributed import free_address
 
     return free_address()
 

@@ -10,7 +10,7 @@ Data flow in the learner:
 
     adv = group_advantages(rewards, G)                       # [N], one per reflection
     mask = spans_to_mask(spans, T)                           # [N, T-1], aligned to targets
-    lp = token_logprobs(logits, tokens)                      # [N, T-1]
+    lp = token_logprobs(logits, tokens, temperature)         # [N, T-1]
     loss, metrics = policy_loss(lp, old_lp, ref_lp, adv.advantages, mask)
 
 Mask convention (the ONLY place it is derived is `spans_to_mask`): a span [start, end) indexes
@@ -167,19 +167,56 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(tokens[:, t+1] | prefix) from logits[:, t]; returns [B, T-1] float32.
+def gathered_logprobs(
+    logits: torch.Tensor,
+    index: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """log softmax(logits[b, index[b, p]] / temperature)[targets[b, p]], as [B, P] float32.
 
-    Computed row by row in float32 so that at most one [T, V] float32 copy exists at a time
-    (the full [B, T, V] log-softmax in float32 is what blows memory with 150k vocabularies).
+    THE log-prob kernel of rrr: `token_logprobs` and the learner's forward passes (both batch
+    layouts, learner/layout.py) go through it. logits [B, K, V] are the outputs at K positions
+    of each row; index [B, P] picks one of them per target, so one position may serve several
+    targets (the last context token of a shared-prefix row predicts the first token of each of
+    its G reflections) and a target list may be shorter than K (pad picks with any valid index,
+    and ignore them).
+
+    `temperature` divides the logits first: the sampler drew the tokens from softmax(z / T), so
+    that is the distribution whose log-probs the PPO ratio compares (issue 15; vLLM's
+    "processed_logprobs" apply the same division).
+
+    Row by row in float32 so that at most one [K, V] float32 copy exists at a time (the full
+    [B, K, V] log-softmax in float32 is what blows memory with 150k vocabularies); the
+    normaliser of each position is computed once, however many targets share it.
     """
-    targets = tokens[:, 1:]
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 to score sampled tokens, got {temperature}")
+    if index.shape != targets.shape or index.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"index {tuple(index.shape)} and targets {tuple(targets.shape)} must be [B, P] "
+            f"with B = {logits.shape[0]}"
+        )
     out = []
-    for row_logits, row_targets in zip(logits[:, :-1], targets):
+    for row_logits, row_index, row_targets in zip(logits, index, targets):
         row = row_logits.float()
-        picked = row.gather(-1, row_targets[:, None]).squeeze(-1)
-        out.append(picked - torch.logsumexp(row, dim=-1))
+        if temperature != 1.0:
+            row = row / temperature
+        normaliser = torch.logsumexp(row, dim=-1)  # [K]
+        out.append(row[row_index, row_targets] - normaliser[row_index])
+    if not out:
+        return torch.zeros(index.shape, dtype=torch.float32, device=logits.device)
     return torch.stack(out)
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log p(tokens[:, t+1] | prefix) from logits[:, t]; returns [B, T-1] float32 (through
+    `gathered_logprobs`, with every position predicting its next token)."""
+    steps = tokens.shape[1] - 1
+    index = torch.arange(steps, device=tokens.device).expand(tokens.shape[0], steps)
+    return gathered_logprobs(logits[:, :-1], index, tokens[:, 1:], temperature)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
