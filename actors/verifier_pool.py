@@ -2,8 +2,10 @@
 
 Verifiers are pure functions already bounded in time (verifiers/), but model output is hostile
 input and a bug or a pathological case must never stall a training step: every batch has a
-deadline, and items of a batch that crashed or ran late are scored as failures with error
-`verifier_error`, and counted.
+deadline, and items of a batch that crashed or ran late come back as verdicts with error
+`verifier_error` (not correct, but not judged either), and are counted. Episodes treat such a
+verdict as "no reward known" and the learner leaves the sample out (rrr/episodes.py); an eval
+counts it as an error category of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any
 import ray
 
 from verifiers import Verdict
+from verifiers.verdict import VERIFIER_ERROR
 
 log = logging.getLogger(__name__)
 
-VERIFIER_ERROR = "verifier_error"
+__all__ = ["VERIFIER_ERROR", "LocalVerifier", "VerifierActor", "VerifierPool", "verify_items"]
 
 
 def verify_items(task: Any, items: list[tuple[dict[str, Any], str]]) -> list[Verdict]:
@@ -94,7 +97,7 @@ class VerifierPool:
             try:
                 return ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except ray.exceptions.GetTimeoutError:
-                log.warning("verifier batch of %d timed out; scored 0", len(batch))
+                log.warning("verifier batch of %d timed out; marked %s", len(batch), VERIFIER_ERROR)
                 ray.kill(self.actors[index % len(self.actors)], no_restart=False)
                 break
             except ray.exceptions.RayError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rrr.grpo import group_advantages, mask_stats, spans_to_mask
+from rrr.grpo import GroupAdvantages, group_advantages, mask_stats, spans_to_mask
 
 
 @dataclass
@@ -68,22 +68,35 @@ def build_train_batch(
     scale_rewards: bool = True,
     drop_zero_std_groups: bool = False,
     pad_id: int = 0,
+    valid: Sequence[bool] | None = None,
 ) -> TrainBatch:
     """Build the step batch from failure-major episodes (G consecutive per failure).
 
-    An episode with no tokens (its context overflowed before the rewarded reflection) keeps its
-    reward (0) inside its group's advantage statistics, because it is one of the G draws, but has
-    nothing to train and leaves the batch. So do the groups dropped by drop_zero_std_groups.
+    `valid[i]` False marks an episode whose reward is unknown (rrr.episodes `drop_reason`: a
+    verifier error, a context overflow): it leaves the batch and its group's statistics, see
+    `valid_group_advantages`. A valid episode with no tokens keeps its reward inside its group's
+    statistics but has nothing to train and leaves the batch. So do the groups dropped by
+    drop_zero_std_groups.
     """
     n = len(tokens)
     if not (len(spans) == len(logprobs) == len(rewards) == n):
         raise ValueError("tokens, spans, logprobs and rewards must have the same length")
-    adv = group_advantages(
-        torch.tensor(list(rewards), dtype=torch.float32),
-        group_size,
-        scale_by_std=scale_rewards,
-        drop_zero_std=drop_zero_std_groups,
-    )
+    if valid is not None and len(valid) != n:
+        raise ValueError(f"valid has {len(valid)} entries for {n} episodes")
+    reward_t = torch.tensor(list(rewards), dtype=torch.float32)
+    if valid is None or all(valid):
+        adv = group_advantages(
+            reward_t, group_size, scale_by_std=scale_rewards, drop_zero_std=drop_zero_std_groups
+        )
+        short_groups = 0
+    else:
+        adv, short_groups = valid_group_advantages(
+            reward_t,
+            torch.as_tensor(list(valid), dtype=torch.bool),
+            group_size,
+            scale_by_std=scale_rewards,
+            drop_zero_std=drop_zero_std_groups,
+        )
     keep = [i for i in range(n) if adv.keep[i] and len(tokens[i]) >= 2]
     seq_len = max((len(tokens[i]) for i in keep), default=2)
     tok = torch.full((len(keep), seq_len), pad_id, dtype=torch.long)
@@ -114,6 +127,7 @@ def build_train_batch(
         "episodes": float(n),
         "train_seqs": float(len(keep)),
         "dropped_seqs": float(n - len(keep)),
+        "groups_under_2": float(short_groups),
         "reflection_tokens": float(stats["num_tokens"]),
         "reflection_tokens_mean": sum(lengths) / max(n, 1),
         "seq_tokens": float(attn.sum().item()),
@@ -130,6 +144,58 @@ def build_train_batch(
     )
 
 
+def valid_group_advantages(
+    rewards: torch.Tensor,
+    valid: torch.Tensor,
+    group_size: int,
+    *,
+    scale_by_std: bool = True,
+    drop_zero_std: bool = False,
+) -> tuple[GroupAdvantages, int]:
+    """`group_advantages` over the valid members of each group only; invalid ones get
+    advantage 0 and keep=False. Also returns how many groups had fewer than 2 valid members
+    (only when some were invalid: G = 1 is a choice, not a loss).
+
+    A group reduced to k >= 2 valid members is normalised over those k (its mean and std are
+    the k rewards'). A group reduced to fewer than 2 has no relative signal: it is treated as a
+    zero-std group (advantage 0, counted in frac_zero_std, left out when drop_zero_std), so its
+    one remaining member, like any zero-std group's, only carries the KL term. Counting it in
+    frac_zero_std keeps that metric "share of groups that teach nothing". reward_mean and
+    reward_std are over the valid rewards.
+    """
+    if rewards.shape != valid.shape or rewards.numel() % group_size:
+        raise ValueError("rewards and valid must be [N] with N a multiple of group_size")
+    n_groups = rewards.numel() // group_size
+    adv = torch.zeros_like(rewards, dtype=torch.float32)
+    keep = torch.zeros(rewards.shape, dtype=torch.bool)
+    zero_std = 0.0
+    short = 0
+    for g in range(n_groups):
+        idx = torch.nonzero(valid[g * group_size : (g + 1) * group_size]).flatten()
+        idx = idx + g * group_size
+        if len(idx) < group_size and len(idx) < 2:
+            short += 1
+        if len(idx) == 0:
+            zero_std += 1
+            continue
+        sub = group_advantages(
+            rewards[idx], len(idx), scale_by_std=scale_by_std, drop_zero_std=drop_zero_std
+        )
+        adv[idx], keep[idx] = sub.advantages, sub.keep
+        zero_std += sub.frac_zero_std  # 0 or 1: a single group
+    kept_rewards = rewards[valid].float()
+    return (
+        GroupAdvantages(
+            advantages=adv,
+            keep=keep,
+            frac_zero_std=zero_std / max(n_groups, 1),
+            reward_mean=kept_rewards.mean().item() if kept_rewards.numel() else 0.0,
+            reward_std=kept_rewards.std(correction=0).item() if kept_rewards.numel() else 0.0,
+        ),
+        short,
+    )
+
+
 def batch_from_episodes(
     episode_batch,
     *,
@@ -138,7 +204,9 @@ def batch_from_episodes(
     pad_id: int = 0,
 ) -> TrainBatch:
     """`build_train_batch` for an `rrr.episodes.EpisodeBatch` (or anything with .episodes and
-    .group_size whose episodes have tokens, span, logprobs and reward)."""
+    .group_size whose episodes have tokens, span, logprobs and reward). Episodes whose
+    `drop_reason` is set (their reward is unknown) leave the batch and their group's statistics.
+    """
     eps = episode_batch.episodes
     return build_train_batch(
         [e.tokens for e in eps],
@@ -149,6 +217,7 @@ def batch_from_episodes(
         scale_rewards=scale_rewards,
         drop_zero_std_groups=drop_zero_std_groups,
         pad_id=pad_id,
+        valid=[getattr(e, "drop_reason", None) is None for e in eps],
     )
 
 

@@ -13,6 +13,27 @@ in vLLM's prefix cache):
 
 Each episode keeps one token stream (context + the rewarded reflection) and the span of that
 reflection in it: the single source of the training mask (rrr.grpo.spans_to_mask).
+
+Samples without a reward. An episode whose outcome is unknown is not a failed reflection, and
+training it as one (reward 0) would punish the reflection for the verifier's fault or the
+context's size. So an episode that did not succeed is marked `drop_reason`:
+
+  verifier_error         a retry's verifier crashed or timed out (actors/verifier_pool.py): the
+                         retry may well have been right
+  context_overflow       the reflection or a retry found no room left in model.max_model_len
+  solved_before_reward   (rewarded_reflection > 0) the chain succeeded before the rewarded
+                         round, so it has no rewarded reflection
+
+learner.batch leaves marked episodes out of the batch AND out of their group's statistics; a
+group left with fewer than 2 members then has no signal (see learner.batch). A success settles
+the reward at 1 (with retry_depth > 1, an incident at an earlier round at or after the rewarded
+one cannot change that: had that retry succeeded, the reward would be 1 too), but an incident
+before the rewarded round drops the episode: that retry may have been a success that would have
+ended the chain before the rewarded reflection existed.
+
+Online first attempts (paper section 3) that cannot be judged leave the step and are counted
+(`OnlineFirstAttempts.skipped`): a prompt longer than the context (as `rrr eval` counts it, as
+`context_overflow`) and a first attempt whose verifier failed (it may not be a failure).
 """
 
 from __future__ import annotations
@@ -27,8 +48,13 @@ from rrr.config import EpisodeConfig
 from rrr.generation import Generator, GenRequest, Sample, Verifier
 from rrr.tasks.base import Task
 from verifiers import Verdict
+from verifiers.verdict import VERIFIER_ERROR
 
 CONTEXT_OVERFLOW = "context_overflow"
+SOLVED_BEFORE_REWARD = "solved_before_reward"
+# Why an episode leaves the batch (Episode.drop_reason), in the order EpisodeBatch.metrics
+# reports them as `dropped_<reason>`.
+DROP_REASONS = (VERIFIER_ERROR, CONTEXT_OVERFLOW, SOLVED_BEFORE_REWARD)
 
 
 @dataclass
@@ -54,6 +80,11 @@ class Episode:
     reflection_truncated: bool
     retry_texts: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    drop_reason: str | None = None  # set: the reward is unknown; the learner must skip it
+
+    @property
+    def trainable(self) -> bool:
+        return self.drop_reason is None
 
     @property
     def reward(self) -> float:
@@ -78,18 +109,60 @@ class EpisodeBatch:
         return [e.reward for e in self.episodes]
 
     def metrics(self) -> dict[str, float]:
-        n = max(len(self.episodes), 1)
-        second = [e.verdicts[0].correct for e in self.episodes if e.verdicts]
-        return {
-            "episodes": float(len(self.episodes)),
-            "failures": float(len(self.failures)),
-            "reward_mean": sum(self.rewards()) / n,
-            "second_try_success": sum(second) / max(len(second), 1),
-            "reflection_tokens_mean": sum(e.reflection_len for e in self.episodes) / n,
-            "reflection_truncated_frac": sum(e.reflection_truncated for e in self.episodes) / n,
-            "generated_tokens": float(self.generated_tokens),
-            **{f"count/{k}": float(v) for k, v in self.counters.items()},
-        }
+        return episode_metrics(
+            self.episodes, len(self.failures), self.generated_tokens, self.counters
+        )
+
+
+def episode_metrics(
+    episodes: list[Episode], num_failures: int, generated_tokens: int, counters: Counter[str]
+) -> dict[str, float]:
+    """Step metrics of a batch of episodes. Rewards and success rates are over the episodes
+    that keep a reward (dropped ones are counted in `dropped_<reason>`, never scored 0), so
+    `reward_mean` here equals the learner batch's; `episodes` counts them all."""
+    kept = [e for e in episodes if e.trainable]
+    n = max(len(kept), 1)
+    # The first retry's verdict, when the verifier gave one.
+    second = [e.verdicts[0].correct for e in kept if e.verdicts]
+    out = {
+        "episodes": float(len(episodes)),
+        "failures": float(num_failures),
+        "reward_mean": sum(e.reward for e in kept) / n,
+        "second_try_success": sum(second) / max(len(second), 1),
+        "reflection_tokens_mean": sum(e.reflection_len for e in kept) / n,
+        "reflection_truncated_frac": sum(e.reflection_truncated for e in kept) / n,
+        "generated_tokens": float(generated_tokens),
+    }
+    reasons = Counter(e.drop_reason for e in episodes if not e.trainable)
+    out.update({f"dropped_{r}": float(reasons[r]) for r in DROP_REASONS})
+    out.update({f"count/{k}": float(v) for k, v in counters.items()})
+    return out
+
+
+@dataclass
+class OnlineFirstAttempts:
+    """One online first-attempt phase: the failures to reflect on, and what became of the rest.
+
+    `skipped` counts queries that could not be judged, by reason (`context_overflow`: the prompt
+    alone fills model.max_model_len; `verifier_error`: the verifier failed on the attempt).
+    """
+
+    failures: list[Failure]
+    drawn: int
+    solved: int
+    skipped: Counter[str]
+
+    @property
+    def first_try_success(self) -> float:
+        """Success rate over the first attempts that were judged (skipped ones are unknown)."""
+        judged = self.solved + len(self.failures)
+        return self.solved / judged if judged else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        out = {"first_try_success": self.first_try_success}
+        for reason in (CONTEXT_OVERFLOW, VERIFIER_ERROR):
+            out[f"skipped_first_{reason}"] = float(self.skipped[reason])
+        return out
 
 
 @dataclass
@@ -102,6 +175,14 @@ class _Chain:
     ids: list[int]  # full token stream so far
     episode: Episode | None = None
     done: bool = False
+    solved: bool = False
+    # The first event that leaves the reward unknown (a drop reason), and its round.
+    incident: str | None = None
+    incident_round: int = 0
+
+    def mark(self, reason: str, round_: int) -> None:
+        if self.incident is None:
+            self.incident, self.incident_round = reason, round_
 
 
 class EpisodeEngine:
@@ -147,13 +228,27 @@ class EpisodeEngine:
         verdicts = iter(self.verifier.verify(flat))
         return samples, [[next(verdicts) for _ in group] for group in samples], gen_s
 
-    def online_failures(self, rows: list[dict[str, Any]]) -> list[Failure]:
+    def online_first_attempts(self, rows: list[dict[str, Any]]) -> OnlineFirstAttempts:
+        """One first attempt per row (online mode); failures go on to reflect, successes leave
+        (paper section 3), and attempts that cannot be judged are skipped and counted."""
         samples, verdicts, _ = self.first_attempts(rows)
-        return [
-            Failure(row, group[0].token_ids, group[0].text, verdict[0])
-            for row, group, verdict in zip(rows, samples, verdicts)
-            if not verdict[0].correct
-        ]
+        failures: list[Failure] = []
+        solved = 0
+        skipped: Counter[str] = Counter()
+        for row, group, verdict in zip(rows, samples, verdicts):
+            if not group:  # the prompt fills the context: no attempt was sampled
+                skipped[CONTEXT_OVERFLOW] += 1
+            elif verdict[0].correct:
+                solved += 1
+            elif verdict[0].error == VERIFIER_ERROR:  # maybe not a failure at all
+                skipped[VERIFIER_ERROR] += 1
+            else:
+                failures.append(Failure(row, group[0].token_ids, group[0].text, verdict[0]))
+        return OnlineFirstAttempts(failures, len(rows), solved, skipped)
+
+    def online_failures(self, rows: list[dict[str, Any]]) -> list[Failure]:
+        """The failures of `online_first_attempts` (callers that need no counts)."""
+        return self.online_first_attempts(rows).failures
 
     def run(self, failures: list[Failure]) -> EpisodeBatch:
         """G reflection chains per failure, `retry_depth` rounds, one generate call per phase."""
@@ -184,8 +279,9 @@ class EpisodeEngine:
             timings["reflect_s"] += time.perf_counter() - t0
             reflections = self._spread(live, firsts, outs, n)
             for c, sample in reflections:
-                if sample is None:
+                if sample is None:  # no room left for the reflection
                     c.done = True
+                    c.mark(CONTEXT_OVERFLOW, round_)
                     continue
                 gen_tokens += len(sample.token_ids)
                 start = len(c.ids)
@@ -219,8 +315,9 @@ class EpisodeEngine:
             )
             timings["verify_s"] += time.perf_counter() - t0
             for c, s in retries:
-                if s is None:
+                if s is None:  # no room left for the retry
                     c.done = True
+                    c.mark(CONTEXT_OVERFLOW, round_)
             for (c, s), verdict in zip(ok, verdicts):
                 gen_tokens += len(s.token_ids)
                 c.ids += list(s.token_ids)
@@ -228,13 +325,23 @@ class EpisodeEngine:
                 if c.episode is not None:
                     c.episode.retry_texts.append(s.text)
                     c.episode.verdicts.append(verdict)
-                c.done = verdict.correct
+                if verdict.error == VERIFIER_ERROR:
+                    counters[VERIFIER_ERROR] += 1
+                    c.mark(VERIFIER_ERROR, round_)
+                c.done = c.solved = verdict.correct
 
         episodes = []
         for c in chains:
-            if c.episode is None:  # the context overflowed before the rewarded reflection
-                counters[CONTEXT_OVERFLOW] += 1
+            rewarded = c.episode is not None
+            if c.episode is None:  # no rewarded reflection: overflow, or solved before it
                 c.episode = Episode(c.failure_index, c.group_index, [], (0, 0), [], "", False)
+            c.episode.drop_reason = drop_reason(
+                rewarded=rewarded,
+                solved=c.solved,
+                incident=c.incident,
+                incident_round=c.incident_round,
+                rewarded_round=self.cfg.rewarded_reflection,
+            )
             episodes.append(c.episode)
         return EpisodeBatch(failures, episodes, G, dict(timings), gen_tokens, counters)
 
@@ -318,3 +425,19 @@ class EpisodeEngine:
         # Only the last token matters (did the sampler already close the turn?); the stream's
         # tail is that assistant turn's last generated id.
         return chain.ids[-1:]
+
+
+def drop_reason(
+    *, rewarded: bool, solved: bool, incident: str | None, incident_round: int,
+    rewarded_round: int,
+) -> str | None:  # fmt: skip
+    """Why a chain's episode has no known reward (a DROP_REASONS entry), or None.
+
+    rewarded: the chain reached its rewarded reflection; solved: one of its retries succeeded;
+    incident / incident_round: its first verifier error or context overflow, if any.
+    """
+    if not rewarded:  # nothing to train: say why
+        return incident or (SOLVED_BEFORE_REWARD if solved else CONTEXT_OVERFLOW)
+    if incident is None or (solved and incident_round >= rewarded_round):
+        return None
+    return incident

@@ -366,15 +366,24 @@ STEP_LINE_FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def format_step_line(step: int, max_steps: int, metrics: Mapping[str, Any]) -> str:
-    """One compact line per step, fields always in the same order, '-' for a missing value:
+# Fields that only some modes measure: left out of the line when the metric is absent, rather
+# than shown as '-'. First-try success exists only in online mode; in dataset mode every drawn
+# query is a stored failure, so it would read 0.000 by construction (issue 15).
+OPTIONAL_STEP_FIELDS = frozenset({"first_try_success"})
 
-    step   12/1750 | reward 0.375 | 1st 0.000 | 2nd 0.375 | refl_tok 142 | kl 1.23e-03 |
-    tok/s 2,345 | sync 1.2s | time 34.5s      (on one line)
+
+def format_step_line(step: int, max_steps: int, metrics: Mapping[str, Any]) -> str:
+    """One compact line per step, fields always in the same order, '-' for a missing value
+    (optional fields, OPTIONAL_STEP_FIELDS, are left out when missing):
+
+    step   12/1750 | reward 0.375 | 1st 0.250 | 2nd 0.375 | refl_tok 142 | kl 1.23e-03 |
+    tok/s 2,345 | sync 1.2s | time 34.5s      (on one line; online mode)
     """
     width = len(str(max_steps))
     parts = [f"step {step:>{width}}/{max_steps}"]
     for key, label, fmt in STEP_LINE_FIELDS:
+        if key in OPTIONAL_STEP_FIELDS and metrics.get(key) is None:
+            continue
         value = _as_float(metrics.get(key))
         if value is None:
             text = "-"

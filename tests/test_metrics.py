@@ -225,5 +225,16 @@ def test_format_step_line_full():
 def test_format_step_line_missing_and_nan():
     line = format_step_line(3, 5, {"reward_mean": 0.25, "kl": float("nan")})
     assert line == (
-        "step 3/5 | reward 0.250 | 1st - | 2nd - | refl_tok - | kl nan | tok/s - | sync - | time -"
+        "step 3/5 | reward 0.250 | 2nd - | refl_tok - | kl nan | tok/s - | sync - | time -"
     )
+
+
+def test_format_step_line_without_first_try_in_dataset_mode():
+    """Dataset mode measures no first try (every drawn query is a stored failure): the line
+    must not print a '1st 0.000' that only reflects how the data was built."""
+    dataset_mode = {k: v for k, v in STEP.items() if k != "first_try_success"}
+    line = format_step_line(12, 1750, dataset_mode)
+    assert "1st" not in line
+    assert line.startswith("step   12/1750 | reward 0.375 | 2nd 0.375 | refl_tok 142 |")
+    online = format_step_line(12, 1750, {**dataset_mode, "first_try_success": 0.25})
+    assert "| 1st 0.250 | 2nd 0.375 |" in online

@@ -15,6 +15,11 @@ DETAIL_CAP = 200
 EXTRACTED_CAP = 1000
 """Longest ``extracted`` kept: enough for any real equation or call, bounded for logs."""
 
+VERIFIER_ERROR = "verifier_error"
+"""The error class of a verdict that judged nothing: the verifier crashed or ran out of time
+(actors/verifier_pool.py). Such a response may well be right, so training drops it instead of
+scoring it 0 (rrr/episodes.py)."""
+
 
 def _safe_text(text: str, cap: int) -> str:
     """Cap ``text`` and replace lone surrogates so the result always encodes as UTF-8.
