@@ -99,6 +99,10 @@ class VLLMEngine:
                 seed=seed,
                 trust_remote_code=trust_remote_code,
                 worker_extension_cls=WORKER_EXTENSION,
+                # The sampled token's log-prob under the distribution it was drawn from (after
+                # temperature): GRPO's "old" policy. vLLM's default, raw_logprobs, ignores the
+                # temperature (issue 15); the learner scores with the same temperature.
+                logprobs_mode="processed_logprobs",
             )
         except Exception as exc:  # vLLM raises many types; the user needs the cause, not a hang
             raise EngineStartError(

@@ -109,6 +109,7 @@ class LearnerGroup:
         bundle_offset: int = 0,
         total_steps: int | None = None,
         max_tokens_norm: int | None = None,
+        temperature: float = 1.0,
         trust_remote_code: bool = False,
         timeout_s: float = 1800,
     ) -> None:
@@ -142,6 +143,7 @@ class LearnerGroup:
         kwargs = {
             "total_steps": total_steps,
             "max_tokens_norm": max_tokens_norm,
+            "temperature": temperature,  # the reflections' sampling temperature
             "trust_remote_code": trust_remote_code,
         }
         # All ranks start together: init_process_group blocks until every rank has joined.

@@ -52,11 +52,18 @@ class LearnerWorker:
         device: str | None = None,
         total_steps: int | None = None,
         max_tokens_norm: int | None = None,
+        temperature: float = 1.0,
         trust_remote_code: bool = False,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         # Dr. GRPO's constant normaliser (the driver passes episode.max_reflection_tokens).
         self.max_tokens_norm = max_tokens_norm
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 (GRPO samples), got {temperature}")
+        # The reflections' sampling temperature (the driver passes episode.temperature): policy
+        # and reference are scored on logits / T, the distribution the sampler drew from and
+        # whose log-probs vLLM returns ("processed_logprobs"), as TRL's GRPOTrainer does.
+        self.temperature = temperature
         self.model_path = model_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
@@ -82,7 +89,13 @@ class LearnerWorker:
         return unshared_layout(batch)
 
     def _logprobs(self, model: torch.nn.Module, layout: ForwardLayout) -> torch.Tensor:
-        return layout_logprobs(model, layout, device=self.device, autocast=self.engine.autocast)
+        return layout_logprobs(
+            model,
+            layout,
+            device=self.device,
+            autocast=self.engine.autocast,
+            temperature=self.temperature,
+        )
 
     def step(self, micro_batches: list[TrainBatch]) -> dict[str, float]:
         """One optimizer step over this rank's micro-batches (global normalisers inside)."""
@@ -104,10 +117,9 @@ class LearnerWorker:
                 with torch.no_grad():
                     ref_lp = self._logprobs(self.ref, layout)
             mask = mb.mask.to(self.device)
-            # One optimizer step per batch: "recomputed" old log-probs would equal the current
-            # ones, which is what old_logprobs=None means (ratio 1, no extra forward pass).
-            # Otherwise the sampler's log-probs correct for vLLM/learner mismatch.
-            old = None if cfg.recompute_old_logprobs else mb.old_logprobs.to(self.device)
+            # "current": the policy's own log-probs, detached (policy_loss's old_logprobs=None;
+            # ratio 1). "sampler": vLLM's, so the ratio corrects sampler/learner mismatch.
+            old = None if cfg.old_logprobs == "current" else mb.old_logprobs.to(self.device)
             loss, m = policy_loss(
                 lp,
                 old,

@@ -224,8 +224,15 @@ class LearnerConfig:
     drop_zero_std_groups: bool = _f(
         False, "Drop groups whose G rewards are all equal: no policy signal, only KL cost."
     )
-    recompute_old_logprobs: bool = _f(
-        False, "Recompute old log-probs with the learner instead of vLLM's sampling log-probs."
+    old_logprobs: Literal["sampler", "current"] = _f(
+        "sampler",
+        "The 'old' policy of the PPO ratio. 'sampler': vLLM's log-probs of the sampled "
+        "reflection (processed: after temperature), so the ratio corrects sampler/learner "
+        "mismatch. 'current': the learner's own log-probs, detached (ratio 1; nothing is "
+        "recomputed: with one optimizer step per batch they are what a recomputation gives).",
+    )
+    recompute_old_logprobs: bool | None = _f(
+        None, "Removed: it recomputed nothing. Use learner.old_logprobs ('current' = true)."
     )
     zero_stage: Literal[2, 3] = _f(2, "DeepSpeed ZeRO stage.")
     bf16: bool = _f(True, "bfloat16 training on GPU (ignored on CPU: float32 there).")
@@ -233,6 +240,17 @@ class LearnerConfig:
     offload_optimizer: bool = _f(False, "ZeRO optimizer-state offload to CPU memory.")
     offload_reference: bool = _f(True, "Keep the frozen reference model offloaded/sharded.")
     seed: int = _f(0, "Learner seed.")
+
+    def __post_init__(self) -> None:
+        if self.recompute_old_logprobs is not None:
+            # A clear error, not a silent mapping: `true` never recomputed anything (it used
+            # the current log-probs, detached), so a run that set it should say what it means.
+            raise ConfigError(
+                "learner.recompute_old_logprobs: renamed to learner.old_logprobs (it never "
+                "recomputed anything). Replace `recompute_old_logprobs: true` with "
+                "`old_logprobs: current` (the current policy's log-probs, detached: ratio 1) "
+                "and `false` with `old_logprobs: sampler` (the default)."
+            )
 
 
 @dataclass

@@ -296,3 +296,46 @@ def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(tiny_model_
     again = resumed.step(shard_batch(batches[2], 1, 3)[0])
     assert again["loss"] == after["loss"] and again["grad_norm"] == after["grad_norm"]
     assert (path / "policy" / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- old log-probs
+
+
+@pytest.mark.parametrize("temperature", [0.6, 1.0, 1.3])
+def test_learner_scores_at_the_sampling_temperature(tiny_model_path, fixed_batch, temperature):
+    """log softmax(logits / T) at every trained token, T the reflections' sampling temperature
+    (what vLLM's processed log-probs are; issue 15)."""
+    from transformers import AutoModelForCausalLM
+
+    b = fixed_batch
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(b.tokens).logits
+    want = torch.log_softmax(logits[:, :-1] / temperature, dim=-1)
+    want = want.gather(-1, b.tokens[:, 1:, None]).squeeze(-1)
+    worker = LearnerWorker(tiny_model_path, _cfg(kl_coef=0.0), temperature=temperature)
+    got = worker.logprobs(b)
+    torch.testing.assert_close(got[b.mask], want[b.mask], rtol=1e-5, atol=1e-5)
+    assert (got[~b.mask] == 0).all()
+    if temperature != 1.0:  # the test can tell the temperatures apart
+        plain = torch.log_softmax(logits[:, :-1], -1).gather(-1, b.tokens[:, 1:, None])[..., 0]
+        assert (got[b.mask] - plain[b.mask]).abs().max() > 1e-2
+
+
+def test_old_logprobs_current_means_ratio_one(tiny_model_path, fixed_batch):
+    """old_logprobs='current': old = the policy's own log-probs, detached, whatever the batch's
+    sampler log-probs say; 'sampler' uses them (here far off: the ratio is not 1)."""
+    b = fixed_batch
+    current = LearnerWorker(tiny_model_path, _cfg(old_logprobs="current")).step([b])
+    assert current["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and current["clip_frac"] == 0
+    sampler = LearnerWorker(tiny_model_path, _cfg(old_logprobs="sampler")).step([b])
+    assert abs(sampler["ratio_mean"] - 1.0) > 1e-2
+
+
+def test_the_misnamed_recompute_key_fails_with_its_new_name():
+    from rrr.config import ConfigError, load_config
+
+    for value in ("true", "false"):
+        with pytest.raises(ConfigError, match=r"renamed to learner\.old_logprobs"):
+            load_config(None, [f"learner.recompute_old_logprobs={value}"])
+    assert load_config(None, ["learner.old_logprobs=current"]).learner.old_logprobs == "current"
