@@ -360,7 +360,9 @@ class EpisodeEngine:
         if room < 1:
             return None
         return GenRequest(
-            prompt_ids=prompt,
+            # A copy: `prompt` is often a chain's live token list, which grows after this call;
+            # an issued request must keep the prompt it was sampled from (recorders, replays).
+            prompt_ids=list(prompt),
             n=n,
             temperature=temperature,
             top_p=self.cfg.top_p if top_p is None else top_p,
