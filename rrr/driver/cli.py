@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rrr.driver.evaluate",
         "first-try and second-try (after one reflection) accuracy, error categories (Tables 1-5)",
     ),
+    "plan": (
+        "rrr.driver.plan",
+        "placement, sync backend and per-GPU memory of a config on a cluster; starts nothing",
+    ),
     "config": ("rrr.driver.show_config", "print the resolved config, or every key with --keys"),
     "report": ("rrr.driver.report", "training curves (report.png) and summary of metrics.jsonl"),
     "export": (

@@ -17,10 +17,9 @@ from rrr.config import Config
 from rrr.episodes import EpisodeEngine
 from rrr.errors import RRRError
 from rrr.models import ModelError, resolve_model
+from rrr.placement import VERIFIER_CPUS, required
 from rrr.tasks import detect_family, get_task
 from rrr.tasks.base import Task
-
-VERIFIER_CPUS = 0.5  # each verifier actor's CPU reservation (actors/verifier_pool.py)
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +94,6 @@ def log_monitoring_urls(ray: Any) -> None:
         log.info("Ray dashboard: off (cluster.dashboard=true starts it with a local Ray)")
     if "metrics" in urls:
         log.info("Prometheus metrics (ray_rrr_*): %s", urls["metrics"])
-
-
-def required(cfg: Config) -> dict[str, float]:
-    """Logical resources the run's actors reserve (rollout, learner, verifier pool)."""
-    r, lr, v = cfg.rollout, cfg.learner, cfg.verifier
-    gpus = r.num_workers * r.num_gpus_per_worker + lr.num_learners * lr.num_gpus_per_learner
-    cpus = r.num_workers * r.num_cpus_per_worker + lr.num_learners * lr.num_cpus_per_learner
-    return {"CPU": cpus + v.num_workers * VERIFIER_CPUS, "GPU": gpus}
 
 
 def check_resources(cfg: Config, available: dict[str, float]) -> None:

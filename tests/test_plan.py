@@ -1,0 +1,131 @@
+"""`rrr plan`: placement, sync backend and memory of every shipped preset on the cluster it is
+meant for, and refusals that name the key to change. Starts nothing (no Ray, no GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rrr.config import load_config
+from rrr.driver.cli import main
+from rrr.memory_budget import GIB, learner_budget
+from rrr.model_shapes import ModelShape, from_config, model_shape
+from rrr.placement import parse_cluster, place, sync_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each preset and the cluster it is written for (its header comment says which).
+PRESET_CLUSTERS = {
+    "smoke-cpu.yaml": "cpu",
+    "single-gpu.yaml": "1x1@80",
+    "qwen2.5-1.5b-countdown-4xh100.yaml": "1x4@80",
+    "qwen2.5-7b-countdown-8xh100.yaml": "1x8@80",
+    "qwen2-7b-apigen-8xh100.yaml": "1x8@80",
+    "cluster-cpu.yaml": "cpu",
+    "replicate-cpu.yaml": "cpu",
+}
+
+
+def test_every_preset_has_a_cluster_to_plan_for() -> None:
+    presets = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert presets <= set(PRESET_CLUSTERS), presets - set(PRESET_CLUSTERS)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_preset_plans_on_its_cluster(preset: str, capsys: pytest.CaptureFixture) -> None:
+    code = main(["plan", "--config", str(ROOT / "configs" / preset),
+                 "--cluster", PRESET_CLUSTERS[preset]])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "placement" in out and "sync " in out and "memory" in out
+    if "@" in PRESET_CLUSTERS[preset]:
+        assert "vLLM KV cache:" in out and "learner" in out
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(["plan", *args]) == 2
+    return capsys.readouterr().err
+
+
+def test_refusals_name_the_key(capsys: pytest.CaptureFixture) -> None:
+    seven_b = ["--config", str(ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml")]
+    err = _refused([*seven_b, "--cluster", "cpu"], capsys)
+    assert "learner.num_gpus_per_learner" in err and "has none" in err
+    err = _refused([*seven_b, "--cluster", "1x4@80"], capsys)  # 8 GPUs asked, 4 there
+    assert "rollout.num_workers" in err
+    err = _refused([*seven_b, "--cluster", "1x8@40", "learner.zero_stage=2"], capsys)
+    assert "GiB of 40" in err and "learner.zero_stage=3" in err
+    err = _refused([*seven_b, "--cluster", "1x8@80", "rollout.tensor_parallel_size=3",
+                    "rollout.num_gpus_per_worker=3"], capsys)  # fmt: skip
+    assert "rollout.tensor_parallel_size=3" in err
+    # 0.19 x 80 GiB leaves no KV cache beside 14 GiB of 7B weights.
+    err = _refused([*seven_b, "--cluster", "1x8@80", "rollout.gpu_memory_utilization=0.19"],
+                   capsys)  # fmt: skip
+    assert "model.max_model_len" in err
+    single = ["--config", str(ROOT / "configs/single-gpu.yaml"), "--cluster", "1x1@80"]
+    assert "cluster.colocate=true" in _refused([*single, "cluster.colocate=false"], capsys)
+    assert "--cluster" in _refused([*single[:2], "--cluster", "8 GPUs"], capsys)
+
+
+def test_model_shape_counts_what_transformers_builds() -> None:
+    """Parameter count and tensor list of the planner equal a real (tiny) model's, tied and
+    untied, with and without attention biases."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=96, vocab_size=320)  # fmt: skip
+    cases = [
+        (LlamaForCausalLM, LlamaConfig(**common, tie_word_embeddings=True)),
+        (LlamaForCausalLM, LlamaConfig(**common, tie_word_embeddings=False)),
+        (Qwen2ForCausalLM, Qwen2Config(**common, tie_word_embeddings=False)),
+    ]
+    for cls, config in cases:
+        torch.manual_seed(0)
+        model = cls(config)
+        shape = from_config("tiny", config.to_dict())
+        real = dict(model.named_parameters())  # a tied head is listed once, as the embedding
+        assert shape.params == sum(p.numel() for p in real.values())
+        assert {n: tuple(s) for n, s in shape.tensors()} == {
+            n: tuple(p.shape) for n, p in real.items()
+        }
+
+
+def test_presets_models_are_known_offline() -> None:
+    for name, billions in [("Qwen/Qwen2.5-7B-Instruct", 7.62), ("Qwen/Qwen2.5-1.5B-Instruct", 1.54),
+                           ("smollm2-135m", 0.1345)]:  # fmt: skip
+        assert model_shape(name).params / 1e9 == pytest.approx(billions, rel=0.01)
+
+
+def test_pack_puts_learners_together_and_colocation_picks_object_store() -> None:
+    cfg = load_config(str(ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml"), [])
+    placed = place(cfg, parse_cluster("2x4@80"))
+    learners = [p for p in placed if p.role == "learner"]
+    assert {p.node for p in learners} == {"gpu-node-0"}  # PACK: one node holds all four
+    assert {p.node for p in placed if p.role == "rollout"} == {"gpu-node-1"}
+    assert sync_backend("auto", placed, gpu=True)[0] == "collective"
+    single = load_config(str(ROOT / "configs/single-gpu.yaml"), [])
+    placed = place(single, parse_cluster("1x1@80"))
+    assert [p.devices for p in placed if p.role != "verifier"] == [[(0, 0.6)], [(0, 0.4)]]
+    assert sync_backend("auto", placed, gpu=True)[0] == "object_store"
+    assert sync_backend("auto", place(load_config(None, []), parse_cluster("cpu")), False) == (
+        "collective", "gloo broadcast from learner rank 0")
+
+
+def test_zero_stages_shard_what_they_should() -> None:
+    shape = ModelShape("m", hidden=1024, layers=4, heads=8, kv_heads=8, intermediate=2048,
+                       vocab=1000, tied=True)  # fmt: skip
+    p = shape.params
+
+    def parts(stage: int, ranks: int, **extra: object) -> dict[str, float]:
+        cfg = load_config(None, [f"learner.zero_stage={stage}", f"learner.num_learners={ranks}",
+                                 "learner.backend=deepspeed", *(f"learner.{k}={v}" for k, v in
+                                                               extra.items())])  # fmt: skip
+        return {k: v * GIB for k, v in learner_budget(cfg, shape).parts.items()}
+
+    z2, z3 = parts(2, 4), parts(3, 4)
+    assert z2["weights"] == pytest.approx(2 * p) and z3["weights"] == pytest.approx(2 * p / 4)
+    assert z2["gradients"] == pytest.approx(4 * p / 4) == z3["gradients"]
+    assert z2["optimizer"] == pytest.approx(12 * p / 4)
+    assert z2["reference"] == pytest.approx(2 * p) and z3["reference"] == 0  # offloaded
+    assert parts(2, 4, offload_optimizer="true")["optimizer"] == 0
