@@ -28,6 +28,9 @@ class TrainBatch:
     mask: torch.Tensor  # [B, T-1] bool, reflection tokens aligned to token_logprobs columns
     old_logprobs: torch.Tensor  # [B, T-1] float32: sampler log-probs at mask columns, else 0
     advantages: torch.Tensor  # [B] float32
+    # [B] int64: the failure each row is one of the G reflections of (rows of one group share
+    # their context: learner/layout.py forwards it once)
+    group_ids: torch.Tensor
     global_num_seqs: int  # normalisers of the FULL step batch (see rrr.grpo.policy_loss)
     global_num_tokens: int
     metrics: dict[str, float] = field(default_factory=dict)
@@ -54,6 +57,7 @@ class TrainBatch:
             mask=self.mask[idx, : length - 1],
             old_logprobs=self.old_logprobs[idx, : length - 1],
             advantages=self.advantages[idx],
+            group_ids=self.group_ids[idx],
             metrics={},
         )
 
@@ -138,6 +142,7 @@ def build_train_batch(
         mask=mask,
         old_logprobs=old,
         advantages=adv.advantages[keep] if keep else torch.zeros(0),
+        group_ids=torch.tensor([i // group_size for i in keep], dtype=torch.long),
         global_num_seqs=stats["num_seqs"],
         global_num_tokens=stats["num_tokens"],
         metrics=metrics,

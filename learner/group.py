@@ -14,6 +14,8 @@ import ray
 from learner import checkpoint as ckpt
 from learner.batch import TrainBatch, shard_batch
 from learner.distributed import free_address
+from learner.packing import default_budget, shard_groups
+from learner.sync_sender import device_info
 from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
@@ -28,7 +30,6 @@ class LearnerActor:
 
     def __init__(self) -> None:
         self.worker: LearnerWorker | None = None
-        self._sync: Any = None  # weight-sync sender state (learner/weight_sync.py)
 
     def address(self) -> tuple[str, int]:
         return free_address()
@@ -42,7 +43,7 @@ class LearnerActor:
         master_addr: str,
         master_port: int,
         kwargs: dict[str, Any],
-    ) -> str:
+    ) -> dict[str, Any]:
         self.worker = LearnerWorker(
             model_path,
             cfg,
@@ -52,7 +53,7 @@ class LearnerActor:
             master_port=master_port,
             **kwargs,
         )
-        return self.worker.backend
+        return {"backend": self.worker.backend, "shared_prefix": self.worker.shared_prefix}
 
     def step(self, micro_batches: list[TrainBatch]) -> dict[str, float]:
         return self.worker.step(micro_batches)
@@ -69,10 +70,26 @@ class LearnerActor:
     def logprobs(self, batch: TrainBatch) -> Any:
         return self.worker.logprobs(batch)
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run fn(worker_actor, *args) here: how weight-sync backends drive their sender half
-        without the learner knowing which backend runs."""
-        return fn(self, *args)
+    # --- weight sync, sender half (learner/sync_sender.py; driven by learner/weight_sync.py)
+
+    def sync_info(self) -> dict[str, Any]:
+        """Node and device of this rank's weights (the driver decides the backend from them)."""
+        return device_info(self.worker.device)
+
+    def sync_plan(self, bucket_bytes: int, wire_dtype: str) -> list[dict]:
+        return self.worker.sender.plan(self.worker.manifest, bucket_bytes, wire_dtype)
+
+    def sync_join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
+        self.worker.sender.join(host, port, world_size, timeout_s)
+
+    def sync_broadcast(self, plan: list[dict], wire_dtype: str) -> dict[str, float]:
+        return self.worker.sender.broadcast(self.worker.iter_weights(wire_dtype), plan)
+
+    def sync_export(self, mode: str, path: str | None, wire_dtype: str) -> dict[str, Any] | None:
+        return self.worker.sender.export(self.worker.iter_weights(wire_dtype), mode, path)
+
+    def sync_close(self) -> None:
+        self.worker.sender.close()
 
 
 class LearnerLost(RRRError, RuntimeError):
@@ -147,15 +164,24 @@ class LearnerGroup:
             "trust_remote_code": trust_remote_code,
         }
         # All ranks start together: init_process_group blocks until every rank has joined.
-        backends = ray.get(
+        setups = ray.get(
             [
                 a.setup.remote(model_path, cfg, r, n, addr, port, kwargs)
                 for r, a in enumerate(self.actors)
             ],
             timeout=timeout_s,
         )
-        self.backend = backends[0]
-        log.info("learner group: %d rank(s), backend %s, master %s:%d", n, self.backend, addr, port)
+        self.backend = setups[0]["backend"]
+        # Every rank holds the same model, so all ranks agree; the layout decides the sharding.
+        self.shared_prefix = bool(setups[0]["shared_prefix"])
+        log.info(
+            "learner group: %d rank(s), backend %s, %s layout, master %s:%d",
+            n,
+            self.backend,
+            "shared-prefix" if self.shared_prefix else "one row per episode",
+            addr,
+            port,
+        )
 
     @property
     def world_size(self) -> int:
@@ -170,9 +196,17 @@ class LearnerGroup:
         if batch.size == 0 or batch.global_num_tokens == 0:
             log.warning("step skipped: no reflection tokens to train on in this batch")
             return {**batch.metrics, "skipped": 1.0}
-        shards = shard_batch(batch, self.world_size, self.cfg.micro_batch_size)
+        shards = self.shard(batch)
         per_rank = gather([a.step.remote(s) for a, s in zip(self.actors, shards)], "a step")
         return {**batch.metrics, **aggregate_metrics(per_rank)}
+
+    def shard(self, batch: TrainBatch) -> list[list[TrainBatch]]:
+        """Per-rank micro-batches: whole groups under the token budget for the shared-prefix
+        layout, rows of micro_batch_size otherwise."""
+        if not self.shared_prefix:
+            return shard_batch(batch, self.world_size, self.cfg.micro_batch_size)
+        budget = self.cfg.micro_batch_tokens or default_budget(batch, self.cfg.micro_batch_size)
+        return shard_groups(batch, self.world_size, budget)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -209,12 +243,9 @@ class LearnerGroup:
     # ------------------------------------------------------------------ misc
 
     def state_dict(self) -> dict[str, Any]:
-        """Rank 0's full weights on CPU (tests, export; the sync path never uses this)."""
-        return ray.get(self.actors[0].state_dict_cpu.remote())
-
-    def call_all(self, fn: Any, *args: Any) -> list[Any]:
-        refs = [a.call.remote(fn, *args) for a in self.actors]
-        return gather(refs, getattr(fn, "__name__", "a call"))
+        """The full weights on CPU (tests, export). Every rank takes part (under ZeRO-3 the
+        gather is a collective that rank 0 alone would wait in forever); rank 0's is returned."""
+        return gather([a.state_dict_cpu.remote() for a in self.actors], "a weight gather")[0]
 
     def shutdown(self) -> None:
         for a in self.actors:

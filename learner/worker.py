@@ -8,6 +8,7 @@ for a micro-batch in learner/layout.py + learner/logprobs.py.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +26,22 @@ from learner.distributed import (
 )
 from learner.engines import ENGINES, build_reference, resolve_backend
 from learner.hf_model import save_policy_dir
-from learner.layout import ForwardLayout, unshared_layout
-from learner.logprobs import layout_logprobs
+from learner.layout import ForwardLayout, layout_for
+from learner.logprobs import layout_logprobs, shared_prefix_unsupported
+from learner.manifest import build_manifest
+from learner.manifest import iter_weights as iter_manifest_weights
+from learner.sync_sender import WeightSender
 from rrr.config import LearnerConfig
 from rrr.grpo import policy_loss
+
+log = logging.getLogger(__name__)
 
 # Metrics of policy_loss that are means over masked tokens: combined token-weighted.
 TOKEN_MEAN_KEYS = ("kl", "clip_frac", "ratio_mean")
 # Metrics that are this micro-batch's additive share of the full-batch value.
-ADDITIVE_KEYS = ("loss", "policy_loss", "num_tokens", "seq_tokens", "seqs")
+# forward_tokens: tokens the layout actually forwarded (shared contexts once), against
+# seq_tokens, the episodes' real tokens.
+ADDITIVE_KEYS = ("loss", "policy_loss", "num_tokens", "seq_tokens", "forward_tokens", "seqs")
 
 
 class LearnerWorker:
@@ -82,11 +90,20 @@ class LearnerWorker:
             if cfg.kl_coef != 0
             else None
         )
+        # One walk of the model: what every sync, export and checkpoint calls "the weights".
+        self.manifest = build_manifest(self.hf_model)
+        self.sender = WeightSender(rank, self.device)
+        self.shared_prefix = cfg.shared_prefix
+        why_not = shared_prefix_unsupported(self.engine.module)
+        if self.shared_prefix and why_not:
+            log.warning("learner.shared_prefix: falling back to one row per episode: %s", why_not)
+            self.shared_prefix = False
 
     # ------------------------------------------------------------------ training
 
     def layout(self, batch: TrainBatch) -> ForwardLayout:
-        return unshared_layout(batch)
+        """What is forwarded for `batch`: policy, reference and backward all use it."""
+        return layout_for(batch, self.shared_prefix)
 
     def _logprobs(self, model: torch.nn.Module, layout: ForwardLayout) -> torch.Tensor:
         return layout_logprobs(
@@ -139,6 +156,7 @@ class LearnerWorker:
             totals["policy_loss"] += m["policy_loss"]
             totals["num_tokens"] += m["num_tokens"]
             totals["seq_tokens"] += mb.num_tokens
+            totals["forward_tokens"] += layout.forward_tokens
             totals["seqs"] += mb.size
             for k in TOKEN_MEAN_KEYS:
                 weighted[k] += m[k] * m["num_tokens"]
@@ -164,19 +182,24 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------ weights
 
-    def iter_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Full (gathered) weights in checkpoint names, tied duplicates skipped. Under ZeRO-3
-        this is a collective: every rank must iterate it, in the same order."""
-        seen: set[int] = set()
-        for name, t in self.engine.iter_state():
-            key = t.untyped_storage().data_ptr() if t.numel() else id(t)
-            if key in seen:  # tied lm_head: vLLM ties it again from the embedding
-                continue
-            seen.add(key)
-            yield name, t.detach()
+    def iter_weights(self, wire_dtype: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full (gathered) weights in manifest order, a tied weight once; cast to `wire_dtype`
+        when given (the receiver's dtype). Under ZeRO-3 this is a collective: every rank must
+        exhaust it."""
+        return iter_manifest_weights(
+            self.hf_model,
+            self.manifest,
+            zero3=self._gather_is_collective(),
+            wire_dtype=getattr(torch, wire_dtype) if wire_dtype else None,
+        )
 
     def state_dict_cpu(self) -> dict[str, torch.Tensor]:
         return {k: v.to("cpu") for k, v in self.iter_weights()}
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        """The Hugging Face model itself (a DeepSpeed engine wraps it as `.module`)."""
+        return getattr(self.engine.module, "module", self.engine.module)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -210,6 +210,17 @@ class LearnerConfig:
         256, "Failures per optimizer step (effective batch, paper 4.4), each with G reflections."
     )
     micro_batch_size: int = _f(4, "Sequences per forward/backward; the rest is accumulation.")
+    shared_prefix: bool = _f(
+        True,
+        "Forward each failure's context once, then its G reflections (block attention mask): "
+        "same log-probs and gradients, G-fold less context compute (issue 14). Falls back to "
+        "one row per episode on attention kernels without 4D masks (flash attention).",
+    )
+    micro_batch_tokens: int | None = _f(
+        None,
+        "Token budget of one micro-batch in the shared-prefix layout (whole groups, padded "
+        "rows); None = micro_batch_size x the longest episode, an unshared micro-batch's size.",
+    )
     kl_coef: float = _f(0.001, "beta of the k3 KL to the frozen reference (paper 4.4).")
     clip_eps: float = _f(0.2, "PPO clip range (DeepSeekMath GRPO).")
     clip_eps_high: float | None = _f(None, "Upper clip range (DAPO clip-higher); None = clip_eps.")
@@ -242,6 +253,10 @@ class LearnerConfig:
     seed: int = _f(0, "Learner seed.")
 
     def __post_init__(self) -> None:
+        if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
+            raise ConfigError(
+                f"learner.micro_batch_tokens: must be > 0 (or null), got {self.micro_batch_tokens}"
+            )
         if self.recompute_old_logprobs is not None:
             # A clear error, not a silent mapping: `true` never recomputed anything (it used
             # the current log-probs, detached), so a run that set it should say what it means.
@@ -255,10 +270,20 @@ class LearnerConfig:
 
 @dataclass
 class SyncConfig:
-    backend: Literal["auto", "nccl", "object_store"] = _f(
-        "auto", "Weight sync learner -> rollout workers. 'auto' = nccl on GPU, object_store on CPU."
+    backend: Literal["auto", "collective", "nccl", "object_store"] = _f(
+        "auto",
+        "Weight sync learner -> every vLLM worker, decided from where the actors' devices are. "
+        "'collective': a torch.distributed broadcast group (gloo on CPU, NCCL on GPU); 'nccl': "
+        "the same, insisting on GPUs; 'object_store': safetensors via /dev/shm or Ray's object "
+        "store (works anywhere); 'auto': collective, else object_store where no group can form "
+        "(learner and vLLM colocated on one GPU, or on different device kinds).",
     )
     bucket_mb: int = _f(512, "Parameters are packed into buckets of this size per broadcast.")
+    timeout_s: float = _f(
+        600.0,
+        "A sync peer that does not answer within this many seconds fails the push with an error "
+        "naming the stage (a dead or stuck peer never hangs the run).",
+    )
     every_n_steps: int = _f(1, "Sync after every N optimizer steps (1 = on-policy).")
 
 
@@ -330,7 +355,7 @@ _POSITIVE = {
     "learner.failures_per_step", "learner.micro_batch_size", "sync.bucket_mb",
     "sync.every_n_steps", "logging.log_every", "logging.checkpoint_every",
     "logging.keep_checkpoints", "verifier.timeout_s", "eval.max_tokens",
-    "eval.max_reflection_tokens",
+    "eval.max_reflection_tokens", "sync.timeout_s",
 }  # fmt: skip
 _NON_NEGATIVE = {
     "learner.lr", "learner.kl_coef", "learner.weight_decay", "learner.clip_eps",
