@@ -272,3 +272,54 @@ def test_shared_gradients_equal_one_row_per_episode(smollm2_path, batch):
     scale = max(g.abs().max().item() for g in g_unshared.values())
     for name, g in g_unshared.items():
         torch.testing.assert_close(g_shared[name], g, rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.slow
+def test_deepspeed_engine_takes_the_shared_layout(tiny_model_path, batch):
+    """DeepSpeed ZeRO-2 (CPU) on the shared layout: the loss and gradient norm of the torch
+    engine on one row per episode (the grouped micro-batches are a collective-safe shape: equal
+    counts on every rank)."""
+    pytest.importorskip("deepspeed")
+    cfg = dict(gradient_checkpointing=False, micro_batch_size=3)
+    want, _ = _step_grads(tiny_model_path, shard_batch(batch, 1, 3)[0], shared_prefix=False, **cfg)
+    ds = LearnerWorker(
+        tiny_model_path,
+        LearnerConfig(
+            lr=1e-5, lr_scheduler="constant", warmup_ratio=0.0, kl_coef=0.05, max_steps=10,
+            backend="deepspeed", zero_stage=2, shared_prefix=True, **cfg,
+        ),
+        temperature=0.8,
+    )  # fmt: skip
+    assert ds.backend == "deepspeed" and ds.shared_prefix
+    got = ds.step(shard_groups(batch, 1, budget=120)[0])
+    assert got["forward_tokens"] < want["forward_tokens"]
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-7)
+    assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.gpu
+def test_shared_layout_on_gpu_bf16_sdpa(smollm2_path, batch):
+    """The GPU path: bf16 autocast over SDPA's CUDA kernels with the 4D mask (the memory-
+    efficient kernel takes it; flash does not and is never picked with a mask)."""
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.device("cuda")
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).to(cuda)
+    assert shared_prefix_unsupported(model) is None
+    m = batch.mask.to(cuda)
+    kw = {"device": cuda, "autocast": torch.bfloat16}
+    with torch.no_grad():
+        unshared = layout_logprobs(model, unshared_layout(batch), **kw)
+        shared = layout_logprobs(model, shared_layout(batch), **kw)
+    # bf16 activations: a few 1e-2 of absolute log-prob noise between batch shapes.
+    torch.testing.assert_close(shared[m], unshared[m], rtol=2e-2, atol=1e-1)
+    grads = []
+    for make in (unshared_layout, shared_layout):
+        model.zero_grad(set_to_none=True)
+        lp = layout_logprobs(model, make(batch), **kw)
+        old, adv = batch.old_logprobs.to(cuda), batch.advantages.to(cuda)
+        loss, _ = policy_loss(lp, old, None, adv, m, kl_coef=0.0)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten().float() for p in model.parameters()]))
+    cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert cos > 0.999, cos
