@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -158,19 +159,66 @@ class VLLMEngine:
             save_file(tensors, f.name)
             return self.load_weights_file(f.name)
 
-    def load_weights_file(self, path: str) -> int:
-        """Load a safetensors file of (some) weights; every vLLM worker reads it."""
-        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path,))
+    def load_weights_file(self, path: str, aliases: dict[str, str] | None = None) -> int:
+        """Load a safetensors file of (some) weights; every vLLM worker reads it. `aliases`
+        (tied name -> shared weight) come from the learner's manifest; None: the model's own
+        tied head, if any."""
+        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
         self.reset_prefix_cache()  # cached KV was computed by the old weights
         return int(counts[0])
 
-    def load_weights_bytes(self, blob: bytes) -> int:
-        counts = self.llm.collective_rpc("rrr_reload_from_bytes", args=(blob,))
+    def load_weights_bytes(self, blob: bytes, aliases: dict[str, str] | None = None) -> int:
+        counts = self.llm.collective_rpc("rrr_reload_from_bytes", args=(blob, aliases))
         self.reset_prefix_cache()
         return int(counts[0])
 
     def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
+
+    # ------------------------------------------------------------------ weight sync (receiver)
+    # Explicit methods the driver's sync (learner/weight_sync.py) calls by name; each fans out
+    # to every vLLM worker of this engine (one per tensor-parallel rank) through collective_rpc.
+
+    def sync_info(self) -> dict[str, Any]:
+        """This engine's node and its vLLM workers (rank, device, dtype, GPU UUID)."""
+        import ray
+
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "workers": self.llm.collective_rpc("rrr_info"),
+        }
+
+    def sync_join(
+        self, host: str, port: int, rank_offset: int, world_size: int, timeout_s: float
+    ) -> None:
+        self.llm.collective_rpc(
+            "rrr_init_group", args=(host, port, rank_offset, world_size, timeout_s)
+        )
+
+    def sync_receive(self, plan: list[dict], aliases: dict[str, str] | None = None) -> int:
+        counts = self.llm.collective_rpc("rrr_receive_buckets", args=(plan, aliases))
+        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        return int(counts[0])
+
+    def sync_close(self) -> None:
+        self.llm.collective_rpc("rrr_close_group")
+
+    def sync_load_blob(self, blob: Any, aliases: dict[str, str] | None = None) -> dict[str, float]:
+        """The object transport: Ray resolved the ObjectRef into `blob` (zero-copy from this
+        node's object store); one /dev/shm file hands it to vLLM's workers (vLLM's RPC is a
+        slow carrier for hundreds of MB, docs/cpu-stack.md)."""
+        t0 = time.perf_counter()
+        directory = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        if directory is None:  # no tmpfs: vLLM's RPC carries the bytes (slower, but works)
+            self.load_weights_bytes(bytes(blob), aliases)
+            return {"write_s": 0.0, "load_s": time.perf_counter() - t0}
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
+            f.write(memoryview(blob))
+            f.flush()
+            write_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.load_weights_file(f.name, aliases)
+        return {"write_s": write_s, "load_s": time.perf_counter() - t1}
 
     # ------------------------------------------------------------------ colocation
 

@@ -14,76 +14,132 @@ safetensors file or bytes (see docs/cpu-stack.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 # vLLM's in-place reload warns "<Layer>: Failed to load weights" for every layer that received
-# no tensor, then keeps that layer's current values. Two such layers are expected on every
-# sync and harmless: RotaryEmbedding (its cos/sin cache is derived, never in a state dict) and,
-# for a model with tied embeddings, ParallelLMHead (its weight IS the embedding, which was
-# loaded). Users read the warning as "training is broken", so exactly those lines are dropped;
-# the same warning for any other layer (or for an untied head) still shows.
+# no tensor, and then puts that layer's PREVIOUS tensors back. For RotaryEmbedding that is
+# right (its cos/sin cache is derived, never in a state dict) and the line is noise on every
+# sync, so it is dropped. For any other layer it is news and still shows: a tied ParallelLMHead
+# that warned this way kept its old weights while the embedding moved on. The tied head is
+# therefore always given its tensor (see `_with_aliases`), and never warns.
 RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 RELOAD_WARNING = "%s: Failed to load weights"
+EXPECTED_UNLOADED = frozenset({"RotaryEmbedding"})
+# Hugging Face names of a tied head and the weight it shares (Llama, Qwen2, Mistral, Phi-3...),
+# for loads that do not carry the learner's manifest aliases (a plain checkpoint file).
+TIED_HEAD_ALIASES = {"lm_head.weight": "model.embed_tokens.weight"}
 
 
 class ExpectedReloadWarnings(logging.Filter):
-    def __init__(self, tied_embeddings: bool) -> None:
-        super().__init__()
-        self.expected = {"RotaryEmbedding"} | ({"ParallelLMHead"} if tied_embeddings else set())
-
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not (record.msg == RELOAD_WARNING and args and args[0] in self.expected)
+        return not (record.msg == RELOAD_WARNING and args and args[0] in EXPECTED_UNLOADED)
 
 
-def quiet_expected_reload_warnings(tied_embeddings: bool) -> None:
+def quiet_expected_reload_warnings() -> None:
     """Install the filter once per process (vLLM's logger is a process-wide singleton)."""
     logger = logging.getLogger(RELOAD_LOGGER)
     if not any(isinstance(f, ExpectedReloadWarnings) for f in logger.filters):
-        logger.addFilter(ExpectedReloadWarnings(tied_embeddings))
+        logger.addFilter(ExpectedReloadWarnings())
+
+
+def with_aliases(
+    weights: Iterator[tuple[str, Any]], aliases: dict[str, str]
+) -> Iterator[tuple[str, Any]]:
+    """Each weight, then the same tensor under every alias that shares it (a tied head); a name
+    is yielded once (a state dict that already holds the alias loads it as it is)."""
+    shared_by: dict[str, list[str]] = {}
+    for alias, name in aliases.items():
+        shared_by.setdefault(name, []).append(alias)
+    done: set[str] = set()
+    for name, tensor in weights:
+        for key in (name, *shared_by.get(name, ())):
+            if key not in done:
+                done.add(key)
+                yield key, tensor
 
 
 class WeightReceiver:
     """Receives new policy weights inside a vLLM worker process."""
 
-    def rrr_reload_from_file(self, path: str) -> int:
+    def rrr_reload_from_file(self, path: str, aliases: dict[str, str] | None = None) -> int:
         """Load a (full or partial) safetensors state dict from `path`; return tensor count."""
         from safetensors.torch import load_file
 
-        return self._rrr_reload(load_file(path))
+        return self._rrr_reload(iter(load_file(path).items()), aliases)
 
-    def rrr_reload_from_bytes(self, blob: bytes) -> int:
+    def rrr_reload_from_bytes(self, blob: bytes, aliases: dict[str, str] | None = None) -> int:
         from safetensors.torch import load
 
-        return self._rrr_reload(load(blob))
+        return self._rrr_reload(iter(load(blob).items()), aliases)
 
-    def _rrr_reload(self, state: dict[str, Any]) -> int:
-        self._rrr_quiet_reload()
-        self.reload_weights(weights_iterator=iter(state.items()))
-        return len(state)
+    def _rrr_reload(
+        self, weights: Iterator[tuple[str, Any]], aliases: dict[str, str] | None
+    ) -> int:
+        """vLLM's in-place reload of `weights`, each shared weight also under its aliases."""
+        quiet_expected_reload_warnings()
+        count = 0
 
-    def _rrr_quiet_reload(self) -> None:
+        def counted() -> Iterator[tuple[str, Any]]:
+            nonlocal count
+            for item in with_aliases(weights, self._rrr_aliases(aliases)):
+                count += 1
+                yield item
+
+        self.reload_weights(weights_iterator=counted())
+        return count
+
+    def _rrr_aliases(self, aliases: dict[str, str] | None) -> dict[str, str]:
+        """The sender's manifest aliases, else the tied head of a tied model."""
+        if aliases is not None:
+            return aliases
         hf_config = self.model_runner.model_config.hf_config  # type: ignore[attr-defined]
-        quiet_expected_reload_warnings(bool(getattr(hf_config, "tie_word_embeddings", False)))
+        return dict(TIED_HEAD_ALIASES) if getattr(hf_config, "tie_word_embeddings", False) else {}
 
-    # --- NCCL broadcast group (GPU): learner rank 0 -> every vLLM worker --------------------
+    # --- collective sync: learner rank 0 -> every vLLM worker (learner/sync_sender.py) ------
 
-    def rrr_init_broadcast_group(
-        self, master_address: str, master_port: int, rank_offset: int, world_size: int
-    ) -> None:
-        """Join a process group made for weight sync (learner rank 0 is its rank 0).
-
-        Uses vLLM's stateless NCCL communicator so it never touches vLLM's own groups.
-        """
+    def rrr_info(self) -> dict[str, Any]:
+        """This vLLM worker's rank in its engine, weight dtype and device (the sender casts to
+        this dtype and the driver tells colocated GPUs apart by their UUID)."""
         import torch
-        from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-        from vllm.distributed.utils import StatelessProcessGroup
 
-        rank = rank_offset + self.rank  # type: ignore[attr-defined]
-        group = StatelessProcessGroup.create(
-            host=master_address, port=master_port, rank=rank, world_size=world_size
-        )
-        self._rrr_comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
+        device = self.device  # type: ignore[attr-defined]
+        dtype = self.model_runner.model_config.dtype  # type: ignore[attr-defined]
+        info = {"rank": int(getattr(self, "rank", 0)), "device": torch.device(device).type,
+                "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+        if info["device"] == "cuda":
+            info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
+        return info
+
+    def rrr_init_group(
+        self, host: str, port: int, rank_offset: int, world_size: int, timeout_s: float
+    ) -> None:
+        """Join a process group made for the weight sync, learner rank 0 being its rank 0:
+        gloo on CPU, NCCL on GPU, through the same helper as the sender (learner/sync_sender.py),
+        never touching vLLM's own groups."""
+        from learner.sync_sender import init_group
+
+        self.rrr_close_group()
+        backend = "nccl" if self._rrr_device().type == "cuda" else "gloo"
+        rank = rank_offset + int(getattr(self, "rank", 0))
+        self._rrr_group = init_group(host, port, rank, world_size, backend, timeout_s)
+
+    def rrr_close_group(self) -> None:
+        import contextlib
+
+        group, self._rrr_group = getattr(self, "_rrr_group", None), None
+        if group is not None:
+            import torch.distributed as dist
+
+            # A stateless group torch does not track raises here; dropping it frees it.
+            with contextlib.suppress(AssertionError, ValueError, RuntimeError):
+                dist.destroy_process_group(group)
+
+    def _rrr_device(self) -> Any:
+        import torch
+
+        return torch.device(self.device)  # type: ignore[attr-defined]
 
     def rrr_reseed(self, seed: int) -> None:
         """Reset the sampler's random state. Requests carry no seed of their own (a per-request
@@ -102,34 +158,34 @@ class WeightReceiver:
         """One answer per vLLM worker: the sync sender counts an engine's workers with it."""
         return int(getattr(self, "rank", 0))
 
-    def rrr_receive_buckets(self, plan: list[dict]) -> int:
+    def rrr_receive_buckets(self, plan: list[dict], aliases: dict[str, str] | None = None) -> int:
         """Receive a whole sync (every bucket of learner.buckets' plan, in order) from rank 0 and
         load it through the worker's in-place reload, once per sync.
 
-        Two receive buffers alternate; the broadcast into one and the copies out of the other
-        are queued on the same stream, so the host never waits between buckets and a buffer is
-        only rewritten after its previous tensors were copied into the model.
+        Two receive buffers alternate: bucket k+1 is received into one while the reload copies
+        bucket k's tensors out of the other (vLLM's loader copies each tensor it is given before
+        asking for the next, so a buffer is free again two buckets later).
         """
         import torch
+        import torch.distributed as dist
 
         from learner.buckets import from_wire, unpack_bucket
 
+        group = getattr(self, "_rrr_group", None)
+        if group is None:
+            raise RuntimeError("rrr_receive_buckets before rrr_init_group")
         buckets = from_wire(plan)
+        device = self._rrr_device()
         size = max(b.nbytes for b in buckets)
-        bufs = [torch.empty(size, dtype=torch.uint8, device="cuda") for _ in range(2)]
-        stream = torch.cuda.current_stream()
-        count = 0
+        bufs = [torch.empty(size, dtype=torch.uint8, device=device) for _ in range(2)]
 
-        def weights():
-            nonlocal count
+        def weights() -> Iterator[tuple[str, Any]]:
             for i, bucket in enumerate(buckets):
                 buf = bufs[i % 2][: bucket.nbytes]
-                self._rrr_comm.broadcast(buf, src=0, stream=stream)
-                tensors = unpack_bucket(buf, bucket)
-                count += len(tensors)
-                yield from tensors
+                dist.broadcast(buf, group_src=0, group=group)
+                yield from unpack_bucket(buf, bucket)
 
-        self._rrr_quiet_reload()
-        self.reload_weights(weights_iterator=weights())
-        stream.synchronize()
+        count = self._rrr_reload(weights(), aliases)
+        if device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
         return count

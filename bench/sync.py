@@ -1,11 +1,16 @@
-"""Weight-sync seconds (learner -> one vLLM rollout worker, object_store backend) vs the bound of
-one plain in-memory copy of the same bytes (torch.clone of every tensor), measured in one run.
+"""Weight-sync seconds, learner -> TWO vLLM rollout workers, for each backend, against the bound
+of one plain in-memory copy of the same bytes (torch.clone of every tensor), in one run.
 
-Transports compared: "shm" (one safetensors file in /dev/shm, read by vLLM), "object"
-(bytes in Ray's object store, one /dev/shm file written on the receiving node) and, once, the
-naive carrier (the bytes handed to vLLM's own RPC via load_weights_bytes).
+  collective        learner rank 0 broadcasts packed buckets over a gloo group to both
+                    engines' vLLM workers (learner/sync_sender.py)
+  object_store/shm  one safetensors file in /dev/shm that both engines read
+  bound             torch.clone of every tensor once (a receiver must at least write the
+                    bytes once; two receivers on one machine write them twice, in parallel)
 
-  .venv/bin/python bench/sync.py [--model smollm2-135m] [--repeats 3]
+Each push is split into gather (reading the learner's weights), wire (serialise + transport)
+and load (vLLM's in-place reload, the same for every backend).
+
+  .venv/bin/python bench/sync.py [--model smollm2-135m] [--repeats 3] [--bucket-mb 64]
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _bound(state) -> float:
+def _bound(state: dict) -> float:
     import torch
 
     t0 = time.perf_counter()
@@ -29,67 +34,59 @@ def _bound(state) -> float:
     return elapsed
 
 
-def _rpc_bytes_push(engine, blob) -> float:
-    t0 = time.perf_counter()
-    engine.load_weights_bytes(bytes(blob))
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bucket-mb", type=int, default=64)
     args = p.parse_args()
 
-    import numpy as np
     import ray
-    from safetensors.torch import save
 
     from actors.rollout_worker import RolloutWorker
     from learner.group import LearnerGroup
-    from learner.weight_sync import ObjectStoreSync
-    from rrr.config import LearnerConfig
+    from learner.weight_sync import CollectiveSync, ObjectStoreSync
+    from rrr.config import LearnerConfig, SyncConfig
     from rrr.models import resolve_model
 
     path = resolve_model(args.model)
     # A private local Ray, even if another cluster runs on this machine.
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=path, max_model_len=2048, kv_cache_gib=1, seed=0
-    )
+    workers = [
+        RolloutWorker.options(num_cpus=1).remote(
+            model_path=path, max_model_len=1024, kv_cache_gib=1, seed=0
+        )
+        for _ in range(2)
+    ]
     learners = LearnerGroup(LearnerConfig(kl_coef=0.0, gradient_checkpointing=False), path)
-    ray.get(worker.ping.remote())
+    ray.get([w.ping.remote() for w in workers])
 
-    state = learners.state_dict()  # what one sync moves (tied weights once)
+    state = learners.state_dict()  # what one sync moves (a tied weight once)
     nbytes = sum(v.numel() * v.element_size() for v in state.values())
     bounds = [_bound(state) for _ in range(args.repeats)]
+    cfg = SyncConfig(bucket_mb=args.bucket_mb)
     rows: dict[str, list] = {}
-    for transport in ("shm", "object"):
-        sync = ObjectStoreSync(transport=transport)
-        sync.init(learners, [worker])
-        rows[transport] = [sync.push() for _ in range(args.repeats)]
+    for name, sync in (("collective (gloo)", CollectiveSync(cfg)),
+                       ("object_store/shm", ObjectStoreSync(cfg, transport="shm"))):  # fmt: skip
+        sync.init(learners, workers)
+        sync.push()  # warm-up: first-touch of buffers and files
+        rows[name] = [sync.push() for _ in range(args.repeats)]
         sync.close()
-    blob = ray.put(np.frombuffer(save({k: v.contiguous() for k, v in state.items()}), np.uint8))
-    rpc_s = ray.get(worker.__ray_call__.remote(_rpc_bytes_push, blob))
 
     bound = statistics.median(bounds)
-    print(f"\nmodel {Path(path).name}: {nbytes / 1e6:.1f} MB per sync, {len(state)} tensors")
+    print(f"\nmodel {Path(path).name}: {nbytes / 1e6:.1f} MB per sync, {len(state)} tensors, "
+          f"2 receivers, median of {args.repeats}")  # fmt: skip
     print(f"  bound (torch.clone of every tensor): {bound:.3f}s = {nbytes / bound / 1e9:.2f} GB/s")
-    for transport, timings in rows.items():
+    for name, timings in rows.items():
         tot = statistics.median(t.total_s for t in timings)
         g = statistics.median(t.gather_s for t in timings)
         w = statistics.median(t.wire_s for t in timings)
         ld = statistics.median(t.load_s for t in timings)
-        print(
-            f"  object_store/{transport}: total {tot:.3f}s (gather {g:.3f} wire {w:.3f} "
-            f"load {ld:.3f}) = {tot / bound:.1f}x bound"
-        )
-    print(
-        f"  vLLM RPC carrying the bytes (load_weights_bytes): {rpc_s:.3f}s = "
-        f"{rpc_s / bound:.1f}x bound"
-    )
+        print(f"  {name}: total {tot:.3f}s = {tot / bound:.1f}x bound (gather {g:.3f}, wire "
+              f"{w:.3f} = {w / bound:.1f}x bound, load {ld:.3f})")  # fmt: skip
     learners.shutdown()
-    ray.kill(worker)
+    for w in workers:
+        ray.kill(w)
     ray.shutdown()
 
 

@@ -10,7 +10,7 @@
     is multiplied by the world size to keep the SUM semantics above.
 
 Both expose `module` (what the forward goes through), `autocast`, `backward`, `step`,
-`global_step`, `iter_state`, `save` and `load`.
+`global_step`, `save` and `load` (the weights are read through learner/manifest.py).
 
 backend "auto" = deepspeed on GPU, torch on CPU. DeepSpeed 0.19.8 also trains on this CPU (ZeRO-2,
 torch AdamW; same losses as the torch engine, bit-identical resume; tests/test_learner.py), but
@@ -20,7 +20,6 @@ its first start JIT-compiles a shared-memory comm op with g++ (~100 s once, then
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +44,6 @@ class Engine(Protocol):
     def step(self) -> tuple[float, float]: ...
     @property
     def global_step(self) -> int: ...
-    def iter_state(self) -> Iterator[tuple[str, torch.Tensor]]: ...
     def save(self, directory: Path, rank: int) -> None: ...
     def load(self, directory: Path, policy_dir: Path) -> None: ...
 
@@ -172,9 +170,6 @@ class TorchEngine:
     def global_step(self) -> int:
         return int(self.scheduler.last_epoch)
 
-    def iter_state(self) -> Iterator[tuple[str, torch.Tensor]]:
-        yield from self.module.state_dict().items()
-
     def save(self, directory: Path, rank: int) -> None:
         if rank == 0:  # replicas are identical: one copy of optimizer and scheduler state
             save_torch(
@@ -243,22 +238,6 @@ class DeepSpeedEngine:
     @property
     def global_step(self) -> int:
         return int(self.engine.global_steps)
-
-    def iter_state(self) -> Iterator[tuple[str, torch.Tensor]]:
-        module = self.engine.module
-        if self.cfg.zero_stage != 3:
-            yield from module.state_dict().items()
-            return
-        import deepspeed
-
-        # ZeRO-3: gather one submodule's shards at a time, never the whole model at once.
-        for prefix, sub in module.named_modules():
-            params = list(sub.parameters(recurse=False))
-            if not params:
-                continue
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                for name, p in sub.named_parameters(recurse=False):
-                    yield (f"{prefix}.{name}" if prefix else name), p.detach().clone()
 
     def save(self, directory: Path, rank: int) -> None:
         del rank  # every rank writes its own ZeRO shards

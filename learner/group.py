@@ -76,8 +76,12 @@ class LearnerActor:
         """Node and device of this rank's weights (the driver decides the backend from them)."""
         return device_info(self.worker.device)
 
-    def sync_plan(self, bucket_bytes: int, wire_dtype: str) -> list[dict]:
-        return self.worker.sender.plan(self.worker.manifest, bucket_bytes, wire_dtype)
+    def sync_plan(self, bucket_bytes: int, wire_dtype: str) -> dict[str, Any]:
+        """The bucket plan, and the manifest's aliases (a tied head) the receivers re-yield."""
+        return {
+            "buckets": self.worker.sender.plan(self.worker.manifest, bucket_bytes, wire_dtype),
+            "aliases": dict(self.worker.manifest.aliases),
+        }
 
     def sync_join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
         self.worker.sender.join(host, port, world_size, timeout_s)
@@ -86,7 +90,8 @@ class LearnerActor:
         return self.worker.sender.broadcast(self.worker.iter_weights(wire_dtype), plan)
 
     def sync_export(self, mode: str, path: str | None, wire_dtype: str) -> dict[str, Any] | None:
-        return self.worker.sender.export(self.worker.iter_weights(wire_dtype), mode, path)
+        sent = self.worker.sender.export(self.worker.iter_weights(wire_dtype), mode, path)
+        return None if sent is None else {**sent, "aliases": dict(self.worker.manifest.aliases)}
 
     def sync_close(self) -> None:
         self.worker.sender.close()

@@ -203,26 +203,73 @@ def shared_devices(placed: list[Placed]) -> dict[tuple[str, int], list[str]]:
     return {k: v for k, v in holders.items() if len(v) > 1}
 
 
-def sync_backend(requested: str, placed: list[Placed], gpu: bool) -> tuple[str, str]:
-    """The weight-sync backend for this placement, and why (decided from where the actors'
-    devices are, never from the driver's own machine: the driver sits on a GPU-less head).
+@dataclass(frozen=True)
+class DeviceRef:
+    """Where one process's weights live: node, device kind ("cuda"/"cpu") and, for a GPU, an id
+    that is equal exactly when two processes share the device (its UUID at run time, the
+    planned node:index in `rrr plan`)."""
 
-    `collective`: learner rank 0 broadcasts to every vLLM worker over a group made for the
-    purpose (NCCL on GPUs, gloo on CPUs). NCCL refuses two ranks on one device, so where
-    learner rank 0 shares its GPU with a rollout worker (colocated) the weights go through
-    `object_store` (/dev/shm on the node) instead.
+    node: str
+    kind: str
+    device_id: str | None = None
+
+
+def choose_sync_backend(
+    requested: str, learner: DeviceRef, receivers: list[DeviceRef]
+) -> tuple[str, str]:
+    """The weight-sync backend, and why, for learner rank 0 and every vLLM worker. One rule for
+    `rrr plan` and for the driver at run time. ValueError when the requested backend cannot
+    work here (with the reason and the key to change).
+
+    `collective`: a torch.distributed group of learner rank 0 and every vLLM worker (NCCL on
+    GPUs, gloo on CPUs). NCCL cannot put two ranks on one device, so where learner rank 0
+    shares its GPU with a vLLM worker (colocated) the weights go through `object_store`.
     """
     if requested == "object_store":
         return "object_store", "sync.backend=object_store"
-    learner0 = next(p for p in placed if p.role == "learner" and p.rank == 0)
-    mine = {(learner0.node, i) for i, _ in learner0.devices}
-    shared = [
-        p for p in placed
-        if p.role == "rollout" and mine & {(p.node, i) for i, _ in p.devices}
-    ]  # fmt: skip
-    if gpu and shared:
+    kinds = {r.kind for r in receivers}
+    if kinds != {learner.kind}:
+        if requested != "auto":
+            raise ValueError(
+                f"sync.backend={requested}: learner rank 0 holds its weights on {learner.kind}, "
+                f"the vLLM workers on {', '.join(sorted(kinds))}: no common group; use "
+                "sync.backend=object_store (or auto)"
+            )
+        return "object_store", "learner and vLLM workers on different device kinds"
+    gpu = learner.kind == "cuda"
+    if requested == "nccl" and not gpu:
+        raise ValueError(
+            "sync.backend=nccl needs the weights on GPUs; they are on cpu here "
+            "(sync.backend=collective uses gloo on CPU, or auto)"
+        )
+    shared = [r for r in receivers if gpu and r.node == learner.node and r.device_id is not None
+              and r.device_id == learner.device_id]  # fmt: skip
+    if shared:
+        if requested != "auto":
+            raise ValueError(
+                f"sync.backend={requested}: learner rank 0 shares its GPU with a vLLM worker "
+                "(colocated) and NCCL cannot form a group of two ranks on one device; use "
+                "sync.backend=auto or object_store"
+            )
         return "object_store", (
-            "learner rank 0 shares its GPU with a rollout worker (colocated): NCCL cannot form "
-            "a group of two ranks on one device, so the weights go through /dev/shm"
+            "learner rank 0 shares its GPU with a vLLM worker (colocated): NCCL cannot form a "
+            "group of two ranks on one device, so the weights go through /dev/shm"
         )
     return "collective", ("NCCL" if gpu else "gloo") + " broadcast from learner rank 0"
+
+
+def sync_backend(requested: str, placed: list[Placed], gpu: bool) -> tuple[str, str]:
+    """choose_sync_backend for a planned placement (`rrr plan`)."""
+    kind = "cuda" if gpu else "cpu"
+
+    def refs(p: Placed) -> list[DeviceRef]:
+        if not p.devices:
+            return [DeviceRef(p.node, kind)]
+        return [DeviceRef(p.node, kind, f"{p.node}:{i}") for i, _ in p.devices]
+
+    learner0 = next(p for p in placed if p.role == "learner" and p.rank == 0)
+    receivers = [r for p in placed if p.role == "rollout" for r in refs(p)]
+    try:
+        return choose_sync_backend(requested, refs(learner0)[0], receivers)
+    except ValueError as exc:
+        raise PlacementError(str(exc)) from exc

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
+def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0, tied: bool = False) -> str:
     """Save a seeded 2-layer random Llama (head_dim 64, which vLLM's CPU attention supports)
-    with the given tokenizer; fast to start and to run, for plumbing tests."""
+    with the given tokenizer; fast to start and to run, for plumbing tests. `tied`: the head
+    shares the embedding (as SmolLM2's and Qwen2.5-1.5B's do)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -21,7 +22,7 @@ def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
         num_key_value_heads=1,
         head_dim=64,
         max_position_embeddings=4096,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
@@ -30,9 +31,13 @@ def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0) -> str:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
-        # Untied, with logits of std ~2: samples vary (a tied random model just repeats its last
-        # token) yet are far from uniform noise.
-        model.lm_head.weight.normal_(0, 0.2)
+        # Samples vary yet are far from uniform noise: untied, logits of std ~2; tied, where
+        # logits are the hidden state against the embedding itself, a larger std makes the
+        # model repeat its last token with probability ~1 and the default 0.02 is uniform.
+        if tied:
+            model.model.embed_tokens.weight.normal_(0, 0.07)
+        else:
+            model.lm_head.weight.normal_(0, 0.2)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return str(out)

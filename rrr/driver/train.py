@@ -79,8 +79,7 @@ def train(cfg: Config) -> dict[str, Any]:
             max_tokens_norm=cfg.episode.max_reflection_tokens,
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        sync = make_weight_sync(cfg.sync)
-        sync.init(learners, stack.fleet)
+        sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
         stack.fleet.on_restart = lambda _: (sync.reconnect(), sync.push())
         resumed = ckpt.latest_valid(run_dir / "checkpoints")
         state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
@@ -178,11 +177,17 @@ def push_weights(sync: Any, fleet: Any) -> Any:
     import ray
 
     try:
-        return sync.push()
+        timings = sync.push()
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
         if not fleet.replace_dead():
             raise
-        return sync.push()
+        timings = sync.push()
+    log.info(
+        "sync: %s/%s %.0f MiB to %d rollout worker(s): gather %.2fs wire %.2fs load %.2fs "
+        "total %.2fs", timings.backend, timings.transport, timings.bytes / 2**20,
+        len(fleet.workers), timings.gather_s, timings.wire_s, timings.load_s, timings.total_s,
+    )  # fmt: skip
+    return timings
 
 
 def check_data(cfg: Config) -> None:

@@ -1,0 +1,171 @@
+"""The learner's half of the weight sync, owned by each learner rank (learner/group.py exposes
+it as explicit actor methods; learner/weight_sync.py drives it from the driver).
+
+Every rank walks the same weight manifest (under ZeRO-3 each module's gather is a collective);
+only rank 0 sends. Backends:
+  collective    rank 0 joins a torch.distributed group made for the purpose with every vLLM
+                worker of every rollout worker (vLLM's stateless_init_torch_distributed_process_
+                group: gloo on CPU, NCCL on GPU, one code path) and broadcasts packed buckets.
+  object_store  rank 0 writes one safetensors file (/dev/shm) or one Ray object.
+
+Double buffering (collective): bucket k+1 is packed while bucket k's broadcast is in flight
+(`async_op=True`); a buffer is reused only after its previous broadcast has completed. Packing
+happens on the current stream, so the gathered tensors it reads are freed only after the copy
+(no side stream that could still be reading them: the record_stream hazard is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from learner.buckets import from_wire, pack_bucket, plan_buckets, to_wire
+from learner.manifest import WeightManifest
+
+SHM_DIR = "/dev/shm"
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """Where this process's weights live: node, device kind, and (GPU) the device's UUID, so
+    the driver can tell two actors that share one GPU (colocated) from two that do not."""
+    import ray
+
+    info: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "device": device.type}
+    if device.type == "cuda":
+        info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
+    return info
+
+
+def init_group(
+    host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float
+) -> Any:
+    """A process group of its own (never the global one the learner ranks train with)."""
+    from vllm.distributed.utils import stateless_init_torch_distributed_process_group
+
+    def make() -> Any:
+        return stateless_init_torch_distributed_process_group(
+            host, port, rank, world_size, backend, timeout=timedelta(seconds=timeout_s)
+        )
+
+    if backend != "nccl":
+        return make()
+    # vLLM's own NCCL environment handling, on both sides, so sender and receivers agree.
+    from vllm.utils.nccl import unpinned_nccl_env
+
+    with unpinned_nccl_env():
+        return make()
+
+
+class WeightSender:
+    """Rank-local sender state: the group (rank 0 only) and the two pack buffers."""
+
+    def __init__(self, rank: int, device: torch.device) -> None:
+        self.rank, self.device = rank, device
+        self.group: Any = None
+        self.buffers: list[torch.Tensor] = []
+        self.exported: str | None = None  # the /dev/shm file of the last `shm` export
+
+    def plan(self, manifest: WeightManifest, bucket_bytes: int, wire_dtype: str) -> list[dict]:
+        return to_wire(plan_buckets(manifest.metas(getattr(torch, wire_dtype)), bucket_bytes))
+
+    def join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
+        if self.rank != 0:
+            return
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        self.group = init_group(host, port, 0, world_size, backend, timeout_s)
+
+    def broadcast(
+        self, weights: Iterator[tuple[str, torch.Tensor]], plan_wire: list[dict]
+    ) -> dict[str, float]:
+        """Rank 0 packs and sends; other ranks only drain `weights` (their ZeRO-3 gathers)."""
+        buckets = from_wire(plan_wire)
+        if self.rank != 0:
+            for _ in weights:
+                pass
+            return {"gather_s": 0.0, "wire_s": 0.0}
+        if self.group is None:
+            raise RuntimeError("weight sync: broadcast before join")
+        import torch.distributed as dist
+
+        size = max(b.nbytes for b in buckets)
+        if not self.buffers or self.buffers[0].numel() < size:
+            self.buffers = [
+                torch.empty(size, dtype=torch.uint8, device=self.device) for _ in range(2)
+            ]
+        pending: list[Any] = [None, None]
+        gather_s = wire_s = 0.0
+        for i, bucket in enumerate(buckets):
+            slot = i % 2
+            t0 = time.perf_counter()
+            tensors = {}
+            for entry in bucket.entries:
+                name, t = next(weights)
+                if name != entry.name:  # manifest order is the contract; say where it broke
+                    raise RuntimeError(f"weight order changed: planned {entry.name}, got {name}")
+                tensors[name] = t
+            gather_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if pending[slot] is not None:
+                pending[slot].wait()  # bucket i-2's broadcast has left this buffer
+            buf = pack_bucket(bucket, tensors, out=self.buffers[slot])
+            pending[slot] = dist.broadcast(buf, group_src=0, group=self.group, async_op=True)
+            wire_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for work in pending:
+            if work is not None:
+                work.wait()
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return {"gather_s": gather_s, "wire_s": wire_s + time.perf_counter() - t0}
+
+    def export(
+        self, weights: Iterator[tuple[str, torch.Tensor]], mode: str, path: str | None
+    ) -> dict[str, Any] | None:
+        """object_store: one safetensors file in /dev/shm (`shm`) or one Ray object (`object`).
+        Every rank drains `weights`; rank 0 returns where the bytes are."""
+        import ray
+        from safetensors.torch import save, save_file
+
+        t0 = time.perf_counter()
+        state = {k: v.to("cpu").contiguous() for k, v in weights}
+        gather_s = time.perf_counter() - t0
+        if self.rank != 0:
+            return None
+        nbytes = sum(v.numel() * v.element_size() for v in state.values())
+        t0 = time.perf_counter()
+        if mode == "shm":
+            assert path is not None
+            tmp = f"{path}.{uuid.uuid4().hex[:6]}.part"
+            save_file(state, tmp)
+            os.replace(tmp, path)  # readers of the previous file keep their (unlinked) inode
+            self.exported = path
+            out: dict[str, Any] = {"path": path}
+        else:
+            import numpy as np
+
+            # A numpy array travels out-of-band: receivers on this node map it without a copy.
+            # In a list, so the driver only ever holds the ObjectRef, never the bytes.
+            out = {"refs": [ray.put(np.frombuffer(save(state), dtype=np.uint8))]}
+        return {**out, "gather_s": gather_s, "wire_s": time.perf_counter() - t0, "bytes": nbytes}
+
+    def close(self) -> None:
+        """Leave the group (a replaced rollout worker means a new group, with a new port)."""
+        group, self.group = self.group, None
+        if group is not None:
+            import torch.distributed as dist
+
+            # A stateless group torch does not track raises here; dropping it frees it.
+            with contextlib.suppress(AssertionError, ValueError, RuntimeError):
+                dist.destroy_process_group(group)
+        self.buffers = []
+        if self.exported is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.exported)
+            self.exported = None
