@@ -96,6 +96,14 @@ class LearnerActor:
     def sync_close(self) -> None:
         self.worker.sender.close()
 
+    def release_memory(self) -> None:
+        """Hand the CUDA allocator's cached blocks back to the device, so that a colocated vLLM
+        can wake up into them (the learner's live tensors stay)."""
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
 
 class LearnerLost(RRRError, RuntimeError):
     """A learner rank died. Its optimizer state is gone, so the run cannot go on; it resumes
@@ -251,6 +259,9 @@ class LearnerGroup:
         """The full weights on CPU (tests, export). Every rank takes part (under ZeRO-3 the
         gather is a collective that rank 0 alone would wait in forever); rank 0's is returned."""
         return gather([a.state_dict_cpu.remote() for a in self.actors], "a weight gather")[0]
+
+    def release_memory(self) -> None:
+        gather([a.release_memory.remote() for a in self.actors], "a memory release")
 
     def shutdown(self) -> None:
         for a in self.actors:

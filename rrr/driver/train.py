@@ -123,6 +123,7 @@ def train(cfg: Config) -> dict[str, Any]:
                     learn = learners.step(batch)
                 with timed("sync", timings):
                     if cfg.cluster.colocate:
+                        learners.release_memory()  # vLLM wakes into what the learner cached
                         stack.fleet.call_all("wake_up")
                     sync_t = (
                         push_weights(sync, stack.fleet)
