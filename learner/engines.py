@@ -265,16 +265,19 @@ def build_reference(
     backend: str,
     trust_remote_code: bool,
 ) -> torch.nn.Module:
-    """Frozen copy of the initial policy (the KL anchor). Under DeepSpeed on GPU it is a ZeRO
-    inference engine (sharded over ranks with ZeRO-3; parameters offloaded to CPU with
-    offload_reference)."""
+    """Frozen copy of the initial policy (the KL anchor). Under DeepSpeed it is a ZeRO inference
+    engine, on CPU as on GPU (sharded over ranks with ZeRO-3; parameters offloaded to CPU with
+    offload_reference). It must be: with a ZeRO-3 policy, transformers builds every later model
+    already partitioned (zero.Init), and a partitioned model without DeepSpeed's gather hooks
+    fails its first forward."""
     ref = load_causal_lm(model_path, compute_dtype(cfg, device), trust_remote_code)
     ref.eval().requires_grad_(False)
-    if backend == "deepspeed" and device.type == "cuda":
+    if backend == "deepspeed":
         import deepspeed
 
+        gpu = device.type == "cuda"
         engine, *_ = deepspeed.initialize(
-            model=ref, config=deepspeed_config(cfg, gpu=True, reference=True)
+            model=ref, config=deepspeed_config(cfg, gpu=gpu, reference=True)
         )
         return engine
     return ref.to(device)

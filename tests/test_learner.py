@@ -273,6 +273,38 @@ def test_two_rank_gloo_group_steps_and_resumes_bit_identically(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_model_path,
+                                                                zero_stage):  # fmt: skip
+    """L=2 (DeepSpeed ZeRO-2 / ZeRO-3 over gloo) and L=1 take the same step on the same global
+    batch: equal loss and grad norm, and equal updated weights (gathered through the manifest,
+    every rank taking part)."""
+    from learner.group import LearnerGroup
+
+    batch = build_train_batch(*_episodes(n=8, seed=3), 4)
+    results = {}
+    for ranks in (1, 2):
+        group = LearnerGroup(
+            _cfg(backend="deepspeed", zero_stage=zero_stage, num_learners=ranks,
+                 micro_batch_size=2, lr=1e-2), tiny_model_path,
+        )  # fmt: skip
+        try:
+            metrics = group.step(batch)
+            results[ranks] = (metrics, group.state_dict())
+        finally:
+            group.shutdown()
+    (m1, w1), (m2, w2) = results[1], results[2]
+    assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-5)
+    assert m2["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-4)
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=1e-6, rtol=1e-5), k
+    base = LearnerWorker(tiny_model_path, _cfg()).state_dict_cpu()
+    moved = sum(not torch.equal(base[k], w1[k]) for k in w1)
+    assert moved > len(w1) // 2  # the step really changed the weights being compared
+
+
+@pytest.mark.slow
 def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(tiny_model_path, tmp_path):
     """DeepSpeed runs on this CPU (ZeRO-2, torch AdamW; its first start JIT-builds a comm op):
     same losses and grad norms as the plain torch engine, and a bit-identical resume."""

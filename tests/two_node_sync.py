@@ -43,8 +43,8 @@ def main(model_path: str) -> int:
     from rrr.config import LearnerConfig, SyncConfig
     from rrr.generation import GenRequest
 
-    cluster = Cluster(initialize_head=True, head_node_args={**node_args(3, "node_a"),
-                                                            "port": free_port()})  # fmt: skip
+    head = {**node_args(3, "node_a"), "gcs_server_port": free_port()}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     cluster.add_node(**node_args(3, "node_b"))
     ray.init(address=cluster.address, log_to_driver=False)
     seen: dict = {"nodes": len([n for n in ray.nodes() if n["Alive"]])}
