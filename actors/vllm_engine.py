@@ -35,16 +35,31 @@ def on_cpu() -> bool:
         return True
 
 
-def _cpu_env(kv_cache_gib: float, cpu_threads: str) -> None:
+def cpu_thread_binds(cores: int, tensor_parallel: int) -> tuple[str, int]:
+    """VLLM_CPU_OMP_THREADS_BIND for `tensor_parallel` vLLM workers on `cores` cores ("|"
+    separates the workers' core ranges) and the OpenMP threads each gets. With fewer cores than
+    workers, workers share cores (one thread each)."""
+    per = max(1, cores // tensor_parallel)
+    ranges = []
+    for i in range(tensor_parallel):
+        first = (i * per) % cores
+        ranges.append(str(first) if per == 1 else f"{first}-{first + per - 1}")
+    return "|".join(ranges), per
+
+
+def _cpu_env(kv_cache_gib: float, cpu_threads: str, tensor_parallel: int = 1) -> None:
     """vLLM's CPU backend reads these at engine start (docs/cpu-stack.md)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    binds, threads = cpu_thread_binds(os.cpu_count() or 1, tensor_parallel)
     if cpu_threads:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
+    elif tensor_parallel > 1:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binds
     else:
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
-    # Without this vLLM's CPU worker ran single-threaded under Ray (NOTES-cpu.md).
-    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", binds)
+    # Without this vLLM's CPU worker ran single-threaded under Ray (docs/cpu-stack.md).
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 class VLLMEngine:
@@ -72,12 +87,8 @@ class VLLMEngine:
         cpu = on_cpu()
         if not Path(model_path).exists() and model_path.startswith(("/", ".", "~")):
             raise EngineStartError(f"model path {model_path!r} does not exist")
-        if cpu and tensor_parallel_size != 1:
-            raise EngineStartError(
-                f"rollout.tensor_parallel_size={tensor_parallel_size}: only 1 is supported on CPU"
-            )
         if cpu:
-            _cpu_env(kv_cache_gib, cpu_threads)
+            _cpu_env(kv_cache_gib, cpu_threads, tensor_parallel_size)
         if in_process:
             # Read by vLLM when the engine is built; this process hosts only this engine.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -104,6 +115,9 @@ class VLLMEngine:
                 # temperature): GRPO's "old" policy. vLLM's default, raw_logprobs, ignores the
                 # temperature (issue 15); the learner scores with the same temperature.
                 logprobs_mode="processed_logprobs",
+                # Tensor parallelism on vLLM's CPU build runs its workers as processes.
+                **({"distributed_executor_backend": "mp"} if cpu and tensor_parallel_size > 1
+                   else {}),
             )
         except Exception as exc:  # vLLM raises many types; the user needs the cause, not a hang
             raise EngineStartError(

@@ -146,6 +146,7 @@ class CollectiveSync:
         self.aliases: dict[str, str] = {}
         self.wire_dtype = "float32"
         self.group_backend = ""
+        self.world_size = 0
 
     def describe(self) -> str:
         return (
@@ -165,7 +166,7 @@ class CollectiveSync:
         self.wire_dtype = receivers[0]["workers"][0]["dtype"]
         sizes = [len(r["workers"]) for r in receivers]
         offsets = [1 + sum(sizes[:i]) for i in range(len(sizes))]
-        world = 1 + sum(sizes)
+        world = self.world_size = 1 + sum(sizes)
         host, port = gather_learners([self.learners.actors[0].address.remote()], "a sync setup")[0]
         # Everyone blocks in the rendezvous until all have joined: start them together.
         refs = [a.sync_join.remote(host, port, world, self.timeout_s) for a in self.learners.actors]

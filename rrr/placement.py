@@ -89,6 +89,30 @@ def required(cfg: Config) -> dict[str, float]:
     return {"CPU": cpus + v.num_workers * VERIFIER_CPUS, "GPU": gpus}
 
 
+def colocated_bundles(cfg: Config) -> list[dict[str, float]]:
+    """`cluster.colocate`: learner rank i and rollout worker i share bundle i of one placement
+    group (one GPU when their fractions add up to at most 1), so they land together on every
+    cluster, not only on a one-GPU machine."""
+    r, lr = cfg.rollout, cfg.learner
+    if r.num_workers != lr.num_learners:
+        raise PlacementError(
+            f"cluster.colocate pairs learner rank i with rollout worker i: "
+            f"rollout.num_workers={r.num_workers} must equal learner.num_learners="
+            f"{lr.num_learners}"
+        )
+    gpus = r.num_gpus_per_worker + lr.num_gpus_per_learner
+    if gpus > 1 + EPS and (r.num_gpus_per_worker % 1 or lr.num_gpus_per_learner % 1):
+        raise PlacementError(
+            f"cluster.colocate: rollout.num_gpus_per_worker ({r.num_gpus_per_worker:g}) + "
+            f"learner.num_gpus_per_learner ({lr.num_gpus_per_learner:g}) share one GPU and "
+            "must add up to at most 1"
+        )
+    bundle = {"CPU": r.num_cpus_per_worker + lr.num_cpus_per_learner}
+    if gpus:
+        bundle["GPU"] = gpus
+    return [dict(bundle) for _ in range(r.num_workers)]
+
+
 @dataclass
 class Placed:
     """One actor: its role, rank, node, the devices it holds (index, share) and its CPUs."""

@@ -17,9 +17,14 @@ def test_missing_model_path_is_named():
         resolve_model("not a hub id")
 
 
-def test_tensor_parallel_on_cpu_is_refused(tiny_model_path):
-    with pytest.raises(EngineStartError, match="tensor_parallel_size=2"):
-        VLLMEngine(tiny_model_path, tensor_parallel_size=2)
+def test_cpu_tensor_parallel_threads_split_the_cores():
+    """vLLM's CPU build runs tensor-parallel workers bound to "|"-separated core ranges."""
+    from actors.vllm_engine import cpu_thread_binds
+
+    assert cpu_thread_binds(2, 1) == ("0-1", 2)
+    assert cpu_thread_binds(2, 2) == ("0|1", 1)
+    assert cpu_thread_binds(16, 4) == ("0-3|4-7|8-11|12-15", 4)
+    assert cpu_thread_binds(1, 2) == ("0|0", 1)  # fewer cores than workers: they share
 
 
 def test_directory_without_config_is_refused(tmp_path):

@@ -65,6 +65,10 @@ def test_refusals_name_the_key(capsys: pytest.CaptureFixture) -> None:
     single = ["--config", str(ROOT / "configs/single-gpu.yaml"), "--cluster", "1x1@80"]
     assert "cluster.colocate=true" in _refused([*single, "cluster.colocate=false"], capsys)
     assert "--cluster" in _refused([*single[:2], "--cluster", "8 GPUs"], capsys)
+    err = _refused([*single, "rollout.num_workers=2"], capsys)
+    assert "rollout.num_workers=2 must equal learner.num_learners=1" in err
+    err = _refused([*single, "rollout.num_gpus_per_worker=0.6"], capsys)
+    assert "must add up to at most 1" in err
 
 
 def test_model_shape_counts_what_transformers_builds() -> None:

@@ -67,7 +67,22 @@ CASES = {
     "untied-R1-L2-zero2": ("untied", 1, {"backend": "deepspeed", "zero_stage": 2,
                                           "num_learners": 2}),
     "untied-R1-L1-zero3": ("untied", 1, {"backend": "deepspeed", "zero_stage": 3}),
+    # One engine with TWO vLLM workers (tensor parallel): both join the group, both reload.
+    "untied-TP2-L1-torch": ("untied-tp2", 1, {"backend": "torch"}),
 }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tp2_worker(ray_local, tiny_model_path):
+    """vLLM's CPU build with tensor_parallel_size=2 (workers as processes, one core each)."""
+    from actors.rollout_worker import RolloutWorker
+
+    worker = RolloutWorker.options(num_cpus=1).remote(
+        model_path=tiny_model_path, max_model_len=1024, kv_cache_gib=1, seed=0,
+        tensor_parallel_size=2,
+    )  # fmt: skip
+    yield worker
+    ray_local.kill(worker)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +116,17 @@ def test_collective_sync_gives_every_vllm_worker_the_learners_weights(
 
     model, replicas, overrides = CASES[case]
     path = tied_model_path if model == "tied" else tiny_model_path
-    workers = (request.getfixturevalue("tied_fleet").workers if model == "tied"
-               else [request.getfixturevalue("rollout_worker")])  # fmt: skip
+    vllm_workers = 2 if model == "untied-tp2" else replicas
+    fixture = {"tied": "tied_fleet", "untied": "rollout_worker", "untied-tp2": "tp2_worker"}
+    found = request.getfixturevalue(fixture[model])
+    workers = found.workers if model == "tied" else [found]
     assert len(workers) == replicas
     group = _learner_group(path, **overrides)
     sync = make_weight_sync(SyncConfig(backend="auto", bucket_mb=1), group, workers)
     try:
         assert isinstance(sync, CollectiveSync) and sync.group_backend == "gloo"
         assert len(sync.plan) > 1  # several buckets even for the tiny model
+        assert sync.world_size == 1 + vllm_workers  # learner rank 0 + every vLLM worker
         _step_sync_and_compare(ray_local, workers, group, sync)
     finally:
         sync.close()

@@ -30,6 +30,9 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
         "episode.max_retry_tokens=8", "learner.failures_per_step=2",
         "learner.micro_batch_size=2", "learner.lr=1e-4", "learner.max_steps=2",
         "logging.checkpoint_every=1", "logging.keep_checkpoints=2", "rollout.kv_cache_gib=1",
+        # Colocated, as on one GPU: learner and rollout worker share a placement-group bundle;
+        # sleep/wake and the learner's cache release are no-ops on a CPU, the path is the same.
+        "cluster.colocate=true",
         f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
     assert main(args) == 0

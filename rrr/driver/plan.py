@@ -28,6 +28,7 @@ from rrr.memory_budget import (
 from rrr.model_shapes import ModelShapeError, model_shape
 from rrr.placement import (
     PlacementError,
+    colocated_bundles,
     parse_cluster,
     place,
     shared_devices,
@@ -60,6 +61,8 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
     from learner.buckets import plan_buckets  # torch: imported only when planning
 
     check_model_fits(cfg, shape)
+    if cfg.cluster.colocate:
+        colocated_bundles(cfg)  # the pairing the driver's placement group needs
     placed = place(cfg, cluster)
     gpu = cluster.has_gpus and any(p.devices for p in placed)
     shared = shared_devices(placed)

@@ -17,7 +17,7 @@ from rrr.config import Config
 from rrr.episodes import EpisodeEngine
 from rrr.errors import RRRError
 from rrr.models import ModelError, resolve_model
-from rrr.placement import VERIFIER_CPUS, required
+from rrr.placement import VERIFIER_CPUS, colocated_bundles, required
 from rrr.tasks import detect_family, get_task
 from rrr.tasks.base import Task
 
@@ -139,10 +139,16 @@ class Stack:
     fleet: Any  # actors.rollout_worker.RolloutFleet
     verifier: Any  # actors.verifier_pool.VerifierPool
     engine: EpisodeEngine
+    # cluster.colocate: bundle i holds rollout worker i and learner rank i (None otherwise).
+    placement_group: Any = None
 
     def shutdown(self) -> None:
         self.fleet.shutdown()
         self.verifier.shutdown()
+        if self.placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.placement_group)
 
 
 def load_task(cfg: Config) -> Task:
@@ -172,6 +178,17 @@ def load_model(cfg: Config) -> tuple[str, ChatRenderer]:
     return model_path, ChatRenderer(tokenizer)
 
 
+def colocated_placement_group(cfg: Config, timeout_s: float = 900) -> Any:
+    """One bundle per (rollout worker i, learner rank i) pair: they land on the same node and,
+    with fractional GPUs, on the same device."""
+    import ray
+    from ray.util.placement_group import placement_group
+
+    pg = placement_group(colocated_bundles(cfg), strategy="PACK")
+    ray.get(pg.ready(), timeout=timeout_s)
+    return pg
+
+
 @contextmanager
 def generation_stack(cfg: Config):
     """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after."""
@@ -181,7 +198,8 @@ def generation_stack(cfg: Config):
     model_path, renderer = load_model(cfg)
     task = load_task(cfg)
     init_ray(cfg)
-    fleet = RolloutFleet.start(cfg, model_path)
+    pg = colocated_placement_group(cfg) if cfg.cluster.colocate else None
+    fleet = RolloutFleet.start(cfg, model_path, placement_group=pg)
     v = cfg.verifier
     verifier = VerifierPool(
         task,
@@ -191,7 +209,7 @@ def generation_stack(cfg: Config):
         num_cpus=VERIFIER_CPUS,
     )
     engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
-    stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine)
+    stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine, pg)
     try:
         yield stack
     finally:

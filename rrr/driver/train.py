@@ -75,6 +75,7 @@ def train(cfg: Config) -> dict[str, Any]:
         learners = LearnerGroup(
             cfg.learner,
             stack.model_path,
+            placement_group=stack.placement_group,  # colocate: beside rollout worker i
             total_steps=cfg.learner.max_steps,
             max_tokens_norm=cfg.episode.max_reflection_tokens,
             trust_remote_code=cfg.model.trust_remote_code,
