@@ -184,7 +184,9 @@ class RolloutConfig:
 class VerifierConfig:
     num_workers: int = _f(2, "CPU Ray actors that score retries.")
     timeout_s: float = _f(
-        10.0, "Per-item time-out; a late or crashed item scores 0 with error 'verifier_error'."
+        10.0,
+        "Per-item time-out; a late or crashed item gets error 'verifier_error' and its sample "
+        "leaves the training batch (no reward is known for it).",
     )
     batch_size: int = _f(256, "Items per verifier call (amortises the Ray round-trip).")
 
