@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from rrr.errors import RRRError
 from rrr.tasks.base import Task
 from verifiers import Verdict
+from verifiers.verdict import VERIFIER_ERROR
 
 SCHEMA = pa.schema(
     [
@@ -135,8 +136,14 @@ def failure_records(
     "any" (one of K failed: the paper's rule) or "all" (every one of K failed)."""
     records = []
     for row, group, group_verdicts in zip(rows, samples, verdicts):
-        failed = [(s, v) for s, v in zip(group, group_verdicts) if not v.correct]
-        if not (failed if keep == "any" else len(failed) == len(group)):
+        if not group:  # the prompt alone fills the context: no attempt, nothing to keep
+            continue
+        # An attempt the verifier could not judge is not a failure of the model.
+        judged = [(s, v) for s, v in zip(group, group_verdicts) if v.error != VERIFIER_ERROR]
+        failed = [(s, v) for s, v in judged if not v.correct]
+        if not judged:
+            continue
+        if not (failed if keep == "any" else len(failed) == len(judged)):
             continue
         sample, verdict = failed[0]
         records.append(

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from rrr.config import Config, save_config
 from rrr.data_cursor import EpochSampler
 from rrr.episodes import Failure
+from rrr.errors import RRRError
 from rrr.timing import timed
 
 log = logging.getLogger("rrr.train")
@@ -111,7 +112,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 t_step = time.perf_counter()
                 stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
                 with timed("rollout", timings):
-                    batch_failures, first_ok = next_failures(cfg, stack, sampler)
+                    batch_failures, first_metrics = next_failures(cfg, stack, sampler)
                     episodes = stack.engine.run(batch_failures)
                 with timed("learn", timings):
                     if cfg.cluster.colocate:
@@ -134,7 +135,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 metrics = step_metrics(
                     episodes, learn, sync_t, timings, time.perf_counter() - t_step, sampler
                 )
-                metrics["first_try_success"] = first_ok
+                metrics.update(first_metrics)
                 metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
                 metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
                 metrics_log.log(step, metrics)
@@ -202,17 +203,45 @@ def check_data(cfg: Config) -> None:
                        limit=cfg.data.limit).summary())  # fmt: skip
 
 
-def next_failures(cfg: Config, stack: Any, sampler: EpochSampler) -> tuple[list[Failure], float]:
-    """This step's failures and the first-try success rate among the queries drawn.
+MAX_ONLINE_DRAWS = 8  # online mode: draws per step before a model that fails nothing stops
 
-    Dataset mode draws failed first attempts (first-try success is 0 by construction); online
-    mode samples a first attempt per query and keeps only the failures (paper section 3).
+
+def next_failures(
+    cfg: Config, stack: Any, sampler: EpochSampler
+) -> tuple[list[Failure], dict[str, float]]:
+    """This step's failures, and first-try metrics where a first try was measured.
+
+    Dataset mode draws stored failed first attempts: no first try is measured (its success
+    rate would be 0 by construction, so none is reported). Online mode samples a first attempt
+    per query and keeps the failures (paper section 3); queries that cannot be judged are
+    skipped and counted. A draw with no failure at all is followed by another, so every step
+    has something to learn from, up to MAX_ONLINE_DRAWS draws.
     """
-    drawn = sampler.take(cfg.learner.failures_per_step)
     if cfg.episode.first_attempt == "dataset":
-        return drawn, 0.0
-    failures = stack.engine.online_failures(drawn)
-    return failures, 1.0 - len(failures) / len(drawn)
+        return sampler.take(cfg.learner.failures_per_step), {}
+    failures: list[Failure] = []
+    solved = judged = 0
+    skipped: dict[str, float] = {}
+    for _ in range(MAX_ONLINE_DRAWS):
+        online = stack.engine.online_first_attempts(sampler.take(cfg.learner.failures_per_step))
+        failures += online.failures
+        solved += online.solved
+        judged += online.solved + len(online.failures)
+        for key, value in online.metrics().items():
+            if key.startswith("skipped_"):
+                skipped[key] = skipped.get(key, 0.0) + value
+        if failures:
+            return failures, {"first_try_success": solved / judged if judged else 0.0, **skipped}
+    raise NoFailuresLeft(
+        f"online mode: {MAX_ONLINE_DRAWS} draws of learner.failures_per_step="
+        f"{cfg.learner.failures_per_step} queries gave no failed first attempt ({solved} solved, "
+        f"{sum(skipped.values()):.0f} skipped): nothing to reflect on; use harder data "
+        "(data.source) or episode.first_attempt=dataset"
+    )
+
+
+class NoFailuresLeft(RRRError, RuntimeError):
+    """Online mode found no failure to reflect on."""
 
 
 def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
