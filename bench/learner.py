@@ -1,82 +1,193 @@
-"""Learner throughput vs TRL's GRPOTrainer loss path, same model, same batch, same run.
+"""Learner step: shared-prefix vs one row per episode, and rrr vs TRL's GRPOTrainer loss path.
 
-One optimizer step = reference log-probs (no grad) + policy forward/backward over the
-micro-batches + clipping + AdamW, on both sides:
+Same model, same batch, same process; steps alternate between the sides so that load from other
+processes hits them alike. One optimizer step = reference log-probs (no grad) + policy
+forward/backward over the micro-batches + clipping + AdamW, on every side:
 
-  rrr   learner.worker.LearnerWorker.step (torch engine, float32, CPU)
-  TRL   GRPOTrainer._get_per_token_logps_and_entropies(ref_model) + GRPOTrainer.compute_loss
-        (loss_type "grpo", beta 0.001, the sampler's log-probs as old log-probs) + backward per
-        micro-batch (loss / GAS, as the HF Trainer does), clip_grad_norm_, AdamW
+  shared     learner.worker.LearnerWorker.step, learner.shared_prefix=true (the default): each
+             failure's context forwarded once, then its G reflections (issue 14)
+  unshared   the same worker with learner.shared_prefix=false: one row per episode
+  trl        (--trl) TRL's GRPOTrainer: _get_per_token_logps_and_entropies(ref_model) +
+             compute_loss (loss_type "grpo", beta 0.001, the sampler's log-probs as old
+             log-probs) + backward per micro-batch (loss / GAS, as the HF Trainer does),
+             clip_grad_norm_, AdamW
 
-Episodes are a context (the "prompt": task + failed attempt + reflection prompt) followed by
-the reflection (the "completion"). Steps alternate rrr / TRL so that load from other processes
-hits both alike. Prints tokens/s of each and the ratio.
+Batch shapes (issue 14), each a batch of whole groups that share their context exactly, as
+rrr.episodes makes them; reflections vary in length and one per group is truncated at the limit:
+  smoke    the smoke preset's step: 4 failures x G=4, context ~200 tokens, reflections <= 64
+           (~48), micro_batch_size 8, gradient checkpointing on (configs/smoke-cpu.yaml)
+  apigen   tool definitions make the context ~1,000 tokens; reflections ~100, G=8
 
-  .venv/bin/python bench/learner.py [--model smollm2-135m] [--seqs 8] [--ctx 160] [--refl 64]
+Like for like with TRL (issue 15): entropy on neither side (rrr never computes it; TRL's
+policy head is re-patched without its entropy output and the entropy metric reads 0), and the
+same padding (TRL gets rrr's unshared micro-batches, each padded to its own longest prompt and
+completion, not the batch's). TRL 1.16's fused LM head scores every position off Triton
+devices (its own choice: "the number of valid positions would change the tile shapes"), so on
+CPU it projects the context too; that is TRL as shipped, not a bench setting.
+
+Prints per side: median step seconds, tokens/s (the episodes' real tokens / step seconds: the
+same numerator on every side), tokens forwarded, peak memory of the step (CPU: peak RSS during
+the step above the RSS before it, sampled every few ms, glibc's free lists trimmed first; GPU:
+torch.cuda.max_memory_allocated above the allocation before it), and the speed-ups.
+
+  .venv/bin/python bench/learner.py [--shape smoke|apigen|all] [--steps 2] [--trl]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner.batch import build_train_batch, shard_batch
+from learner.batch import TrainBatch, build_train_batch, shard_batch
+from learner.layout import shared_layout, unshared_layout
+from learner.packing import default_budget, shard_groups
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.models import resolve_model
 
+MIB = 2**20
+RSS_SAMPLE_S = 0.005
 
-def make_episodes(n: int, ctx: int, refl: int, vocab: int, seed: int = 0):
+
+@dataclass(frozen=True)
+class Shape:
+    groups: int
+    group_size: int
+    context: int
+    reflection: int  # the limit (episode.max_reflection_tokens); the mean is ~3/4 of it
+    micro_batch_size: int
+    goal: float  # speed-up of shared over unshared asked by issue 14
+
+
+SHAPES = {
+    # configs/smoke-cpu.yaml: failures_per_step 4, G 4, max_reflection_tokens 64, mbs 8.
+    "smoke": Shape(groups=4, group_size=4, context=200, reflection=64, micro_batch_size=8, goal=2),
+    # One APIGen group per step keeps the unshared side to minutes on 2 cores.
+    "apigen": Shape(
+        groups=1, group_size=8, context=1000, reflection=128, micro_batch_size=8, goal=4
+    ),
+}
+
+
+def make_groups(shape: Shape, vocab: int, seed: int = 0):
+    """Failure-major episodes: each group shares one context (lengths vary +-10 % between
+    groups); reflection lengths spread from half the limit to the limit (mean ~3/4), the last
+    of each group truncated at the limit."""
     g = torch.Generator().manual_seed(seed)
     tokens, spans, logprobs, rewards = [], [], [], []
-    for i in range(n):
-        c = ctx - (i % 4) * ctx // 8  # varied lengths, as real episodes are
-        r = refl - (i % 3) * refl // 4
-        tokens.append(torch.randint(0, vocab, (c + r,), generator=g).tolist())
-        spans.append((c, c + r))
-        logprobs.append((-torch.rand(r, generator=g) * 4 - 8).tolist())
-        rewards.append(float(i % 3 == 0))
+    for f in range(shape.groups):
+        ctx_len = shape.context + (f % 3 - 1) * shape.context // 10
+        context = torch.randint(0, vocab, (ctx_len,), generator=g).tolist()
+        for i in range(shape.group_size):
+            frac = 0.5 + 0.5 * (i + 1) / shape.group_size
+            n = max(1, round(shape.reflection * frac))
+            tokens.append(context + torch.randint(0, vocab, (n,), generator=g).tolist())
+            spans.append((ctx_len, ctx_len + n))
+            logprobs.append((-torch.rand(n, generator=g) * 4 - 8).tolist())
+            rewards.append(float((f + i) % 2))
     return tokens, spans, logprobs, rewards
 
 
-def trl_inputs(tokens, spans, logprobs, advantages, pad_id: int) -> dict[str, torch.Tensor]:
-    """TRL's layout: left-padded prompts, right-padded completions."""
-    ctx = [t[: s[0]] for t, s in zip(tokens, spans)]
-    comp = [t[s[0] : s[1]] for t, s in zip(tokens, spans)]
-    pl, cl = max(map(len, ctx)), max(map(len, comp))
-    n = len(tokens)
-    prompt_ids = torch.full((n, pl), pad_id)
-    prompt_mask = torch.zeros((n, pl), dtype=torch.long)
-    completion_ids = torch.full((n, cl), pad_id)
-    completion_mask = torch.zeros((n, cl), dtype=torch.long)
-    old = torch.zeros((n, cl))
-    for i, (c, p, lp) in enumerate(zip(ctx, comp, logprobs)):
-        prompt_ids[i, pl - len(c) :] = torch.tensor(c)
-        prompt_mask[i, pl - len(c) :] = 1
-        completion_ids[i, : len(p)] = torch.tensor(p)
-        completion_mask[i, : len(p)] = 1
-        old[i, : len(p)] = torch.tensor(lp)
-    return {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-        "advantages": advantages,
-        "old_per_token_logps": old,
+# ---------------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak memory of a block above its start: RSS sampled by a thread on CPU (torch ops
+    release the GIL), the CUDA allocator's peak on GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_mib = device, 0.0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self._base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        _release_freed_memory()
+        self._base = _rss()
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_S):
+            self._peak = max(self._peak, _rss())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / MIB
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mib = (max(self._peak, _rss()) - self._base) / MIB
+
+
+def _release_freed_memory() -> None:
+    """Hand memory that earlier steps freed back to the OS (glibc keeps it in its arenas), so
+    that a step's RSS growth is its own and not hidden by the previous side's leftovers."""
+    # Not glibc: nothing is trimmed, and a side may reuse what the previous one freed.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+# ---------------------------------------------------------------------------------- TRL
+
+
+def trl_micro_inputs(batch: TrainBatch, pad_id: int) -> dict[str, torch.Tensor]:
+    """TRL's layout for one micro-batch of rrr's rows: left-padded prompts (the context),
+    right-padded completions (the reflection), each to this micro-batch's own longest."""
+    rows = []
+    for b in range(batch.size):
+        cols = batch.mask[b].nonzero().squeeze(1)
+        start, end = int(cols[0]) + 1, int(cols[-1]) + 2  # the reflection's token span
+        rows.append(
+            (batch.tokens[b, :start], batch.tokens[b, start:end], batch.old_logprobs[b, cols])
+        )
+    pl, cl = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    n = len(rows)
+    out = {
+        "prompt_ids": torch.full((n, pl), pad_id),
+        "prompt_mask": torch.zeros((n, pl), dtype=torch.long),
+        "completion_ids": torch.full((n, cl), pad_id),
+        "completion_mask": torch.zeros((n, cl), dtype=torch.long),
+        "old_per_token_logps": torch.zeros((n, cl)),
+        "advantages": batch.advantages,
     }
+    for i, (prompt, completion, old) in enumerate(rows):
+        out["prompt_ids"][i, pl - len(prompt) :] = prompt
+        out["prompt_mask"][i, pl - len(prompt) :] = 1
+        out["completion_ids"][i, : len(completion)] = completion
+        out["completion_mask"][i, : len(completion)] = 1
+        out["old_per_token_logps"][i, : len(completion)] = old
+    return out
 
 
 def build_trl(model_path: str, mbs: int, group: int, lr: float, out: str):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
+    from trl.trainer.utils import add_fused_lm_head
 
     args = GRPOConfig(
         output_dir=out,
@@ -85,8 +196,8 @@ def build_trl(model_path: str, mbs: int, group: int, lr: float, out: str):
         beta=0.001,
         learning_rate=lr,
         loss_type="grpo",
-        gradient_checkpointing=False,
-        use_cpu=True,
+        gradient_checkpointing=True,  # as rrr's learner (learner.gradient_checkpointing)
+        use_cpu=not torch.cuda.is_available(),
         bf16=False,
         report_to=[],
         max_grad_norm=1.0,
@@ -99,15 +210,23 @@ def build_trl(model_path: str, mbs: int, group: int, lr: float, out: str):
         train_dataset=Dataset.from_dict({"prompt": ["x"] * 16}),
     )
     model = trainer.model
+    # Entropy on neither side: the policy's fused head again, without its entropy output, and
+    # the loss path told not to ask for it (its entropy metric then reads 0).
+    add_fused_lm_head(model, temperature=trainer.temperature, outputs=("log_probs",))
+    scored = trainer._get_per_token_logps_and_entropies
+
+    def logps_only(*a, compute_entropy: bool = False, **kw):
+        logps, _, aux = scored(*a, compute_entropy=False, **kw)
+        return logps, torch.zeros_like(logps), aux
+
+    trainer._get_per_token_logps_and_entropies = logps_only
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     return trainer, model, opt
 
 
-def trl_step(trainer, model, opt, inputs: dict[str, torch.Tensor], mbs: int) -> float:
+def trl_step(trainer, model, opt, micro: list[dict[str, torch.Tensor]]) -> float:
     t0 = time.perf_counter()
-    n = inputs["prompt_ids"].shape[0]
-    micro = [{k: v[i : i + mbs] for k, v in inputs.items()} for i in range(0, n, mbs)]
     # The HF Trainer sets this each step; TRL's "grpo" loss divides by it (accumulation).
     trainer.current_gradient_accumulation_steps = len(micro)
     for mb in micro:
@@ -117,62 +236,118 @@ def trl_step(trainer, model, opt, inputs: dict[str, torch.Tensor], mbs: int) -> 
             mb["ref_per_token_logps"], _, _ = trainer._get_per_token_logps_and_entropies(
                 trainer.ref_model, ids, attn, mb["completion_ids"].size(1)
             )
-        loss = trainer.compute_loss(model, mb)
-        loss.backward()
+        trainer.compute_loss(model, mb).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------------------- run
+
+
+@dataclass
+class Side:
+    name: str
+    step: Callable[[], float]  # runs one step, returns its seconds
+    forwarded: int  # tokens the side forwards per step (pads included)
+    times: list[float]
+    peak_mib: float = float("nan")
+
+
+def run_shape(name: str, shape: Shape, path: str, vocab: int, args) -> dict[str, float]:
+    batch = build_train_batch(*make_groups(shape, vocab), shape.group_size)
+    episode_tokens = batch.num_tokens
+    mbs = shape.micro_batch_size
+    cfg = dict(
+        lr=1e-6,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        max_steps=100,
+        micro_batch_size=mbs,
+        kl_coef=0.001,
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = shard_batch(batch, 1, mbs)[0]
+    groups = shard_groups(batch, 1, default_budget(batch, mbs))[0]
+    sides = []
+    for shared, micro in ((False, rows), (True, groups)):
+        worker = LearnerWorker(path, LearnerConfig(**cfg, shared_prefix=shared))
+        layout = shared_layout if shared else unshared_layout
+        sides.append(
+            Side(
+                "shared" if shared else "unshared",
+                lambda w=worker, m=micro: w.step(m)["step_s"],
+                sum(layout(mb).input_ids.numel() for mb in micro),
+                [],
+            )
+        )
+    tmp = tempfile.TemporaryDirectory()
+    if args.trl:
+        trainer, model, opt = build_trl(path, mbs, shape.group_size, 1e-6, tmp.name)
+        micro_trl = [trl_micro_inputs(mb, pad_id=0) for mb in rows]
+        sides.append(
+            Side(
+                "trl",
+                lambda: trl_step(trainer, model, opt, micro_trl),
+                sum(m["prompt_ids"].numel() + m["completion_ids"].numel() for m in micro_trl),
+                [],
+            )
+        )
+    for i in range(args.steps + 1):
+        line = []
+        for side in sides:
+            seconds = side.step()
+            if i:  # the first step of each side warms up allocators and kernels
+                side.times.append(seconds)
+            line.append(f"{side.name} {seconds:.2f}s")
+        print(f"[{name}] step {i}: " + "  ".join(line), flush=True)
+    # Memory in its own untimed step per side: trimming the allocator before a step makes it
+    # fault its pages in again, which would tax the timed steps.
+    for side in sides:
+        with PeakMemory(device) as mem:
+            side.step()
+        side.peak_mib = mem.peak_mib
+    tmp.cleanup()
+
+    print(
+        f"\n[{name}] {shape.groups} groups x G={shape.group_size}, context ~{shape.context}, "
+        f"reflections <= {shape.reflection} (mean {batch.metrics['reflection_tokens_mean']:.0f}); "
+        f"{batch.size} episodes, {episode_tokens} tokens/step, micro-batches: unshared "
+        f"{len(rows)} x <= {mbs} rows, shared {len(groups)} (budget "
+        f"{default_budget(batch, mbs)} tokens); {torch.get_num_threads()} threads, {device}"
+    )
+    med = {}
+    for side in sides:
+        med[side.name] = statistics.median(side.times)
+        print(
+            f"  {side.name:8s} median {med[side.name]:7.2f} s/step  "
+            f"{episode_tokens / med[side.name]:7.1f} tokens/s  forwarded {side.forwarded:6d}  "
+            f"peak +{side.peak_mib:7.0f} MiB"
+        )
+    speedup = med["unshared"] / med["shared"]
+    verdict = "PASS" if speedup >= shape.goal else "FAIL"
+    print(f"  shared vs unshared: {speedup:.2f}x (goal >= {shape.goal:g}x: {verdict})")
+    if "trl" in med:
+        print(f"  unshared vs TRL: {med['trl'] / med['unshared']:.2f}x (goal >= 1.0)")
+        print(f"  shared vs TRL: {med['trl'] / med['shared']:.2f}x")
+    return med
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--seqs", type=int, default=8)
-    p.add_argument("--group", type=int, default=4)
-    p.add_argument("--ctx", type=int, default=160)
-    p.add_argument("--refl", type=int, default=64)
-    p.add_argument("--mbs", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per side (after 1 warm-up)")
+    p.add_argument("--shape", choices=[*SHAPES, "all"], default="all")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per side (after 1 warm-up)")
+    p.add_argument("--trl", action="store_true", help="also TRL (pip install -e .[bench])")
     args = p.parse_args()
 
     path = resolve_model(args.model)
     from transformers import AutoConfig
 
     vocab = AutoConfig.from_pretrained(path).vocab_size
-    tokens, spans, logprobs, rewards = make_episodes(args.seqs, args.ctx, args.refl, vocab)
-    batch = build_train_batch(tokens, spans, logprobs, rewards, args.group)
-    n_tokens = sum(len(t) for t in tokens)
-    cfg = LearnerConfig(
-        lr=1e-6,
-        lr_scheduler="constant",
-        warmup_ratio=0.0,
-        max_steps=100,
-        gradient_checkpointing=False,
-        micro_batch_size=args.mbs,
-        kl_coef=0.001,
-    )
-    ours = LearnerWorker(path, cfg)
-    with tempfile.TemporaryDirectory() as out:
-        trainer, model, opt = build_trl(path, args.mbs, args.group, 1e-6, out)
-        inputs = trl_inputs(tokens, spans, logprobs, batch.advantages, pad_id=0)
-        times: dict[str, list[float]] = {"rrr": [], "trl": []}
-        for i in range(args.steps + 1):
-            t_ours = ours.step(shard_batch(batch, 1, args.mbs)[0])["step_s"]
-            t_trl = trl_step(trainer, model, opt, inputs, args.mbs)
-            if i:  # the first step of each warms up allocators and kernels
-                times["rrr"].append(t_ours)
-                times["trl"].append(t_trl)
-            print(f"step {i}: rrr {t_ours:.2f}s  trl {t_trl:.2f}s", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(
-        f"\nmodel {Path(path).name}: {args.seqs} episodes, {n_tokens} tokens/step "
-        f"({batch.global_num_tokens} reflection tokens), micro-batch {args.mbs}, "
-        f"{torch.get_num_threads()} threads"
-    )
-    for k in ("rrr", "trl"):
-        print(f"  {k}: median {med[k]:.2f}s/step = {n_tokens / med[k]:.1f} tokens/s")
-    print(f"  speed-up rrr vs TRL: {med['trl'] / med['rrr']:.2f}x (goal >= 1.0)")
+    for name in SHAPES if args.shape == "all" else [args.shape]:
+        run_shape(name, SHAPES[name], path, vocab, args)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,19 @@ Shared-prefix rows. The G episodes of one failure are [context | reflection_g] w
 context (system prompt, query, failed attempt, reflection prompt: rrr/episodes.py), and only the
 reflection tokens are trained. A shared row is
 
-    [context | segment_1 | ... | segment_G]      (right-padded to the micro-batch's longest)
+    [pads | context | segment_1 | ... | segment_G | pads]
 
 where segment_g is what episode g needs as input beyond the context: its tokens from the end
 of the context up to the last one whose output predicts a trained token (so the reflection
 minus its last token; retry tokens or anything else after it are never forwarded). The block
 attention mask lets the context attend causally to itself and each segment to the whole
 context and causally to itself, never to a sibling; position ids restart after the context for
-each segment. Every trained token then sees exactly the tokens and positions it sees in its own
-episode, so its log-prob is the unshared one (up to float summation order), and so is the
-gradient of any loss of those log-probs. The context is the longest common prefix of the
-group's rows before their first trained token, computed, not assumed: a group whose contexts
-differ (episode.rewarded_reflection > 0 puts earlier rounds in them) shares what it can, and
-correctness never depends on how rows were grouped.
+each segment; pads attend only to themselves. Every trained token then sees exactly the tokens
+and positions it sees in its own episode, so its log-prob is the unshared one (up to float
+summation order), and so is the gradient of any loss of those log-probs. The context is the
+longest common prefix of the group's rows before their first trained token, computed, not
+assumed: a group whose contexts differ (episode.rewarded_reflection > 0 puts earlier rounds in
+them) shares what it can, and correctness never depends on how rows were grouped.
 
 The last context position predicts the first token of every reflection: one position, G
 targets, which `pick_index` expresses (rrr.grpo.gathered_logprobs computes its normaliser once).
@@ -67,9 +67,7 @@ class ForwardLayout:
 
 
 def _picks(
-    per_row: list[tuple[list[int], list[int], list[int], list[int]]],
-    keep: torch.Tensor,
-    out_shape: tuple[int, int],
+    per_row: list[tuple[list[int], list[int], list[int], list[int]]], keep: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Stack per-row pick lists (positions, targets, dest rows, dest cols) into padded tensors;
     positions are mapped to their index in `keep` (sorted)."""
@@ -122,7 +120,7 @@ def unshared_layout(batch: TrainBatch) -> ForwardLayout:
         keep=keep,
         out_shape=out_shape,
         forward_tokens=int(real),
-        **_picks(per_row, keep, out_shape),
+        **_picks(per_row, keep),
     )
 
 
@@ -178,24 +176,29 @@ def shared_layout(batch: TrainBatch) -> ForwardLayout:
     plans = _group_plans(batch)
     if not plans:
         return _empty_layout(out_shape)
-    width = max(p.length for p in plans)
+    # Contexts end at one column, P: every row's picks (the last context position, then its
+    # segments) start there, so the LM head's kept columns, shared by all rows, are the union of
+    # nearly identical ranges instead of ranges spread by the contexts' lengths. Rows are
+    # left-padded to P and right-padded to the longest segments.
+    start = max(p.context for p in plans)
+    width = start + max(p.length - p.context for p in plans)
     input_ids = torch.zeros((len(plans), width), dtype=torch.long)  # pads: any id, masked
     position_ids = torch.zeros((len(plans), width), dtype=torch.long)
     segment_ids = torch.full((len(plans), width), PAD_SEGMENT, dtype=torch.long)
     per_row = []
     for r, plan in enumerate(plans):
         c = plan.context
-        input_ids[r, :c] = batch.tokens[plan.rows[0], :c]
-        position_ids[r, :c] = torch.arange(c)
-        segment_ids[r, :c] = CONTEXT_SEGMENT
-        offset = c
+        input_ids[r, start - c : start] = batch.tokens[plan.rows[0], :c]
+        position_ids[r, start - c : start] = torch.arange(c)
+        segment_ids[r, start - c : start] = CONTEXT_SEGMENT
+        offset = start
         picks: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
         for s, (b, cols, n) in enumerate(zip(plan.rows, plan.cols, plan.segment_lengths)):
             input_ids[r, offset : offset + n] = batch.tokens[b, c : c + n]
             position_ids[r, offset : offset + n] = torch.arange(c, c + n)
             segment_ids[r, offset : offset + n] = s + 1
             # Column j's predictor is token j: in the context, or in this row's segment.
-            picks[0].extend(j if j < c else offset + j - c for j in cols)
+            picks[0].extend(start - c + j if j < c else offset + j - c for j in cols)
             picks[1].extend(batch.tokens[b, torch.tensor(cols) + 1].tolist())
             picks[2].extend([b] * len(cols))
             picks[3].extend(cols)
@@ -209,7 +212,7 @@ def shared_layout(batch: TrainBatch) -> ForwardLayout:
         keep=keep,
         out_shape=out_shape,
         forward_tokens=sum(p.length for p in plans),
-        **_picks(per_row, keep, out_shape),
+        **_picks(per_row, keep),
     )
 
 

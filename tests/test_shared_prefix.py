@@ -116,8 +116,13 @@ def test_shared_layout_has_each_context_once_and_positions_restart(batch):
     assert lay.rows == 4  # one row per group
     group0 = (batch.group_ids == 0).nonzero().squeeze(1).tolist()
     seg, pos, ids = lay.segment_ids[0], lay.position_ids[0], lay.input_ids[0]
-    context = int((seg == CONTEXT_SEGMENT).sum())
-    assert context == 31 and torch.equal(ids[:31], batch.tokens[group0[0], :31])
+    context = seg == CONTEXT_SEGMENT
+    assert int(context.sum()) == 31
+    assert torch.equal(ids[context], batch.tokens[group0[0], :31])
+    assert pos[context].tolist() == list(range(31))
+    # Contexts end at one column in every row (left pads), so the rows' picks line up.
+    ends = [int((lay.segment_ids[r] == CONTEXT_SEGMENT).nonzero()[-1]) for r in range(lay.rows)]
+    assert len(set(ends)) == 1
     for s, b in enumerate(group0, start=1):
         at = (seg == s).nonzero().squeeze(1)
         end = int(batch.mask[b].nonzero()[-1, 0])
