@@ -236,9 +236,12 @@ def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     assert torch.allclose(torch.tensor(vllm0), before, atol=2e-3)
     span = (len(prompt), len(prompt) + len(ids0))
     group.step(build_train_batch([prompt + ids0] * 2, [span] * 2, [vllm0] * 2, [1.0, 0.0], 2))
+    marks = _worker_logs(ray_local)
     timings = sync.push()
     assert timings.bytes > 0 and timings.total_s > 0
-    assert not _reload_warnings(ray_local), "vLLM warned on reload (actors/worker_extension.py)"
+    time.sleep(1)  # worker stderr reaches its file asynchronously
+    warned = _reload_warnings(ray_local, marks)
+    assert not warned, f"vLLM warned on reload (actors/worker_extension.py): {warned[:3]}"
     for worker in workers:
         ids1, vllm1 = sample(worker)
         after = learner_logprobs(ids1)
@@ -246,17 +249,22 @@ def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     assert not torch.allclose(learner_logprobs(ids0), before, atol=1e-2)
 
 
-def _reload_warnings(ray_local) -> list[str]:
-    """vLLM's "<Layer>: Failed to load weights" lines in this Ray session's worker logs (the
-    rollout worker's stderr, engine core included). RotaryEmbedding and the tied
-    ParallelLMHead printed one on every sync before the filter in actors/worker_extension.py."""
+def _worker_logs(ray_local) -> dict[Path, int]:
+    """This Ray session's worker stderr files and their current sizes."""
     logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
-    return [
-        line
-        for path in logs.glob("worker-*.err")
-        for line in path.read_text(errors="replace").splitlines()
-        if "Failed to load weights" in line
-    ]
+    return {path: path.stat().st_size for path in logs.glob("worker-*.err")}
+
+
+def _reload_warnings(ray_local, since: dict[Path, int]) -> list[str]:
+    """vLLM's "<Layer>: Failed to load weights" lines written to the session's worker logs
+    (rollout workers' stderr, engine cores included) after `since` was taken. A tied head
+    printed one on every sync when it silently kept its old weights."""
+    found = []
+    for path in _worker_logs(ray_local):
+        with open(path, errors="replace") as f:
+            f.seek(since.get(path, 0))
+            found += [line for line in f.read().splitlines() if "Failed to load weights" in line]
+    return found
 
 
 def test_expected_reload_warnings_are_dropped_and_others_kept() -> None:
