@@ -28,8 +28,8 @@ PAPER_NAMES: dict[str, str] = {
     "hellaswag": "HellaSwag",
     "minerva_math": "MATH",
 }
-# Tasks shipped with rrr (YAML over a JSONL in this directory): offline smoke runs and tests.
-LOCAL_TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
+# Tasks shipped with rrr (YAML over a JSONL, package data): offline smoke runs and tests.
+LOCAL_TASKS_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"  # rrr/lm_eval_tasks
 LOCAL_TASKS: tuple[str, ...] = ("rrr_local_arith", "rrr_local_arith_gen")
 # The paper calls < 1 % degradation "minimal catastrophic forgetting" (section 5.2).
 DEFAULT_DROP_THRESHOLD = 1.0  # percentage points
