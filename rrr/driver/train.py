@@ -79,6 +79,9 @@ def train(cfg: Config) -> dict[str, Any]:
             placement_group=stack.placement_group,  # colocate: beside rollout worker i
             total_steps=cfg.learner.max_steps,
             max_tokens_norm=cfg.episode.max_reflection_tokens,
+            # The reflections' sampling temperature: old (vLLM, processed) and new log-probs
+            # are then of the same distribution.
+            temperature=cfg.episode.temperature,
             trust_remote_code=cfg.model.trust_remote_code,
         )
         sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
