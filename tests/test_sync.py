@@ -67,22 +67,9 @@ CASES = {
     "untied-R1-L2-zero2": ("untied", 1, {"backend": "deepspeed", "zero_stage": 2,
                                           "num_learners": 2}),
     "untied-R1-L1-zero3": ("untied", 1, {"backend": "deepspeed", "zero_stage": 3}),
-    # One engine with TWO vLLM workers (tensor parallel): both join the group, both reload.
-    "untied-TP2-L1-torch": ("untied-tp2", 1, {"backend": "torch"}),
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tp2_worker(ray_local, tiny_model_path):
-    """vLLM's CPU build with tensor_parallel_size=2 (workers as processes, one core each)."""
-    from actors.rollout_worker import RolloutWorker
-
-    worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=tiny_model_path, max_model_len=1024, kv_cache_gib=1, seed=0,
-        tensor_parallel_size=2,
-    )  # fmt: skip
-    yield worker
-    ray_local.kill(worker)
+# Tensor parallelism (one engine, two vLLM workers) is in tests/test_sync_tensor_parallel.py:
+# its own module, so that its engine never lives beside this module's two-engine fleet.
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +103,8 @@ def test_collective_sync_gives_every_vllm_worker_the_learners_weights(
 
     model, replicas, overrides = CASES[case]
     path = tied_model_path if model == "tied" else tiny_model_path
-    vllm_workers = 2 if model == "untied-tp2" else replicas
-    fixture = {"tied": "tied_fleet", "untied": "rollout_worker", "untied-tp2": "tp2_worker"}
+    vllm_workers = replicas
+    fixture = {"tied": "tied_fleet", "untied": "rollout_worker"}
     found = request.getfixturevalue(fixture[model])
     workers = found.workers if model == "tied" else [found]
     assert len(workers) == replicas
