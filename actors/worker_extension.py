@@ -126,15 +126,10 @@ class WeightReceiver:
         self._rrr_group = init_group(host, port, rank, world_size, backend, timeout_s)
 
     def rrr_close_group(self) -> None:
-        import contextlib
+        from learner.sync_sender import leave_group
 
         group, self._rrr_group = getattr(self, "_rrr_group", None), None
-        if group is not None:
-            import torch.distributed as dist
-
-            # A stateless group torch does not track raises here; dropping it frees it.
-            with contextlib.suppress(AssertionError, ValueError, RuntimeError):
-                dist.destroy_process_group(group)
+        leave_group(group)
 
     def _rrr_device(self) -> Any:
         import torch

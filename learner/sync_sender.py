@@ -63,6 +63,17 @@ def init_group(
         return make()
 
 
+def leave_group(group: Any) -> None:
+    """Destroy a sync group (both halves call this; a None group is a no-op)."""
+    if group is None:
+        return
+    import torch.distributed as dist
+
+    # A stateless group torch does not track raises here; dropping it frees it.
+    with contextlib.suppress(AssertionError, ValueError, RuntimeError):
+        dist.destroy_process_group(group)
+
+
 class WeightSender:
     """Rank-local sender state: the group (rank 0 only) and the two pack buffers."""
 
@@ -158,12 +169,7 @@ class WeightSender:
     def close(self) -> None:
         """Leave the group (a replaced rollout worker means a new group, with a new port)."""
         group, self.group = self.group, None
-        if group is not None:
-            import torch.distributed as dist
-
-            # A stateless group torch does not track raises here; dropping it frees it.
-            with contextlib.suppress(AssertionError, ValueError, RuntimeError):
-                dist.destroy_process_group(group)
+        leave_group(group)
         self.buffers = []
         if self.exported is not None:
             with contextlib.suppress(FileNotFoundError):

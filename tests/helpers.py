@@ -81,3 +81,12 @@ def same_samples(a: list, b: list, *, atol: float = 1e-4) -> bool:
         (p, q) for g, h in zip(a, b) for s, t in zip(g, h) for p, q in zip(s.logprobs, t.logprobs)
     ]
     return all(abs(p - q) <= atol for p, q in pairs)
+
+
+def free_port() -> int:
+    """A free TCP port on this machine (for a second Ray head, its agents, its dashboard)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -44,7 +39,7 @@ def _wait_for(pattern: str, log: Path, proc: subprocess.Popen, timeout_s: float)
 
 
 def test_local_run_serves_dashboard_and_rrr_metrics(tiny_model_path, sample_data, tmp_path):
-    dash, metrics_port = _free_port(), _free_port()
+    dash, metrics_port = free_port(), free_port()
     run = tmp_path / "run"
     args = [
         sys.executable, "-m", "rrr.driver.cli", "train", "--config", "configs/smoke-cpu.yaml",

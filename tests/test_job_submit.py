@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -13,23 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash = free_port(), free_port()
     # Every fixed default port of a head gets a free one: the test session's own Ray (and any
     # other Ray on the machine) already holds the defaults, and the job agent then never
     # comes up ("No available agent to submit job").
-    agent_ports = [f"--{name}={_free_port()}" for name in (
+    agent_ports = [f"--{name}={free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port", "ray-client-server-port", "node-manager-port",
         "object-manager-port")]  # fmt: skip
