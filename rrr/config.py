@@ -321,7 +321,12 @@ class LoggingConfig:
     checkpoint_every: int = _f(50, "Checkpoint every N steps (and at the end / on stop).")
     keep_checkpoints: int = _f(3, "Keep the newest k checkpoints.")
     eval_every: int = _f(0, "Evaluate on a held-out slice every M steps (0 = never).")
-    eval_size: int = _f(64, "Queries in that held-out slice.")
+    eval_size: int = _f(64, "Queries in that held-out slice (the first ones of data.eval_source).")
+    eval_at_start: bool = _f(
+        False,
+        "With eval_every: also evaluate before the first step, the vanilla model on the same "
+        "queries, so the curve has its baseline and `rrr eval --compare` a pair.",
+    )
     tensorboard: bool = _f(True, "Write TensorBoard event files to output_dir/tb.")
     wandb_project: str = _f("", "Also log to this Weights & Biases project when set.")
     ray_metrics: bool = _f(True, "Export metrics through ray.util.metrics (dashboard/Grafana).")

@@ -119,6 +119,18 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_
                  str(cmp_out)]) == 0  # fmt: skip
     md = (cmp_out / "compare.md").read_text()
     assert md.count(tiny_model_path) == 2 and (cmp_out / "compare.png").is_file()
+    # Per-query outcomes agree with the totals, and a run compared with itself has no
+    # discordant pair: the paired test sees no difference at all.
+    per_query = results["per_query"]
+    assert len(per_query) == 4
+    assert sum(q["first"] for q in per_query) == results["first_try_correct"]
+    assert sum(q["second"] for q in per_query) == (
+        results["first_try_correct"] + results["fixed_by_reflection"]
+    )
+    paired = json.loads((cmp_out / "compare.json").read_text())
+    assert paired["paired_queries"] == 4
+    assert paired["second"]["only_a"] == paired["second"]["only_b"] == 0
+    assert paired["second"]["p_value"] == 1.0 and "McNemar" in md
 
     # The paper report reads this real results.json as the vanilla model (it is no rrr export)
     # and marks what this session did not produce as missing rather than dropping it.

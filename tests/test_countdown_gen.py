@@ -166,3 +166,29 @@ def test_generation_is_bounded() -> None:
     start = time.perf_counter()
     assert len(generate_problems(200, seed=11)) == 200
     assert time.perf_counter() - start < 60.0
+
+
+def test_heldout_and_train_parts_never_share_a_problem() -> None:
+    from rrr.tasks.countdown_gen import HELDOUT_EVERY, problem_part
+
+    opts = dict(min_nums=2, max_nums=2, min_num=1, max_num=99, min_target=1, max_target=198,
+                ops="+-")  # fmt: skip
+    train = generate_problems(2000, 0, part="train", **opts)
+    held = generate_problems(500, 1, part="heldout", **opts)
+    key = lambda p: (tuple(p["nums"]), p["target"])  # noqa: E731
+    assert not {key(p) for p in train} & {key(p) for p in held}
+    assert all(problem_part(p["nums"], p["target"]) == "heldout" for p in held)
+    # The held-out part is about 1/HELDOUT_EVERY of the problem space, not empty or everything.
+    everything = generate_problems(2000, 3, **opts)
+    share = sum(problem_part(p["nums"], p["target"]) == "heldout" for p in everything) / 2000
+    assert abs(share - 1 / HELDOUT_EVERY) < 0.04
+    with pytest.raises(ValueError, match="part"):
+        generate_problems(1, 0, part="test")
+
+
+def test_gen_source_takes_part() -> None:
+    from rrr.tasks.loading import parse_gen_source
+
+    assert parse_gen_source("gen:countdown?n=5&part=heldout&ops=+")[1] == {
+        "n": 5, "part": "heldout", "ops": "+"
+    }  # fmt: skip

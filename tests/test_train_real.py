@@ -33,14 +33,25 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
         # Colocated, as on one GPU: learner and rollout worker share a placement-group bundle;
         # sleep/wake and the learner's cache release are no-ops on a CPU, the path is the same.
         "cluster.colocate=true",
+        # Held-out evaluation before the first step (vanilla), every 2 steps and at the last.
+        "logging.eval_every=2", "logging.eval_at_start=true", "logging.eval_size=2",
+        f"data.eval_source={sample_data / 'countdown_sample.jsonl'}", "eval.max_tokens=12",
+        "eval.max_reflection_tokens=8",
         f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.split("run directory:")[0])
     assert summary["start_step"] == 0 and summary["end_step"] == 2
-    assert _steps(run) == [1, 2]
+    assert _steps(run) == [0, 1, 2, 2]  # an eval line for steps 0 and 2
     first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in first if "eval/second_try_accuracy" in m]
+    assert [m["step"] for m in evals] == [0, 2]
+    for step in (0, 2):
+        results = json.loads((run / "eval" / f"step_{step:08d}" / "results.json").read_text())
+        assert results["step"] == step and len(results["per_query"]) == 2
     for m in first:
+        if m in evals:
+            continue
         assert m["reflection_tokens_mean"] > 0 and m["step_s"] > 0
         assert {"timing/rollout_s", "timing/learn_s", "timing/sync_s", "kl", "loss"} <= set(m)
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -51,7 +62,7 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
     assert main([*args[:-2], "learner.max_steps=3", *args[-2:]]) == 0
     resumed = json.loads(capsys.readouterr().out.split("run directory:")[0])
     assert resumed["start_step"] == 2 and resumed["end_step"] == 3
-    assert _steps(run) == [1, 2, 3]
+    assert _steps(run) == [0, 1, 2, 2, 3, 3]  # no second vanilla eval; one at the last step
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "step_00000002", "step_00000003"
     ]  # fmt: skip
@@ -78,3 +89,16 @@ def test_stop_requested_on_sigint_and_sigterm_then_second_signal_interrupts():
         finally:
             stop.restore()
         assert signal.getsignal(signum) == previous  # the caller's handler is back
+
+
+def test_eval_due_every_m_steps_at_the_last_and_optionally_at_start():
+    from rrr.config import load_config
+    from rrr.driver.train import eval_due
+
+    cfg = load_config(None, ["logging.eval_every=3", "learner.max_steps=7"])
+    assert [s for s in range(8) if eval_due(cfg, s)] == [3, 6, 7]
+    cfg = load_config(None, ["logging.eval_every=3", "learner.max_steps=7",
+                             "logging.eval_at_start=true"])  # fmt: skip
+    assert [s for s in range(8) if eval_due(cfg, s)] == [0, 3, 6, 7]
+    cfg = load_config(None, ["logging.eval_at_start=true"])  # eval_every=0: never
+    assert not any(eval_due(cfg, s) for s in range(8))

@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rrr.driver.build_failures",
         "sample K first attempts per query with vLLM and keep the failures (paper 4.3)",
     ),
+    "calibrate": (
+        "rrr.driver.calibrate",
+        "does a task carry a GRPO signal? first-try rate, retry success, frac_zero_std",
+    ),
     "train": (
         "rrr.driver.train",
         "GRPO on reflection tokens: rollout, verify, learn, sync, checkpoint (the Ray job)",

@@ -28,6 +28,7 @@ from typing import Any
 
 from rrr.config import Config
 from rrr.episodes import EpisodeEngine, Failure
+from rrr.stats import mcnemar, wilson_interval
 
 log = logging.getLogger("rrr.eval")
 
@@ -72,6 +73,20 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         (v.error if v else "context_overflow") for v in first if v is None or not v.correct
     )
     lengths = [ep.reflection_len for ep in episodes if ep.reflection_len]
+    # Per query, in row order: what a paired test (`rrr eval --compare`) matches on.
+    fixed_rows = {
+        id(failures[ep.failure_index].row)
+        for ep in episodes
+        if ep.verdicts and ep.verdicts[0].correct
+    }
+    per_query = [
+        {
+            "key": engine.task.row_key(row),
+            "first": bool(v is not None and v.correct),
+            "second": bool(v is not None and v.correct) or id(row) in fixed_rows,
+        }
+        for row, v in zip(rows, first)
+    ]
     examples = [
         {
             "row": failures[ep.failure_index].row,
@@ -99,6 +114,7 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         "first_try_error_counts": dict(sorted(first_errors.items())),
         "avg_reflection_tokens": sum(lengths) / len(lengths) if lengths else 0.0,
         "examples": examples,
+        "per_query": per_query,
         "temperature": cfg.eval.temperature,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -173,14 +189,78 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
 
 
 def compare(a: Path, b: Path, out: Path) -> dict[str, Path]:
-    """Side by side: e.g. vanilla (A) vs trained (B)."""
+    """Side by side: e.g. vanilla (A) vs trained (B), with 95 % intervals and, over the
+    problems both evaluated, an exact McNemar test of each difference (compare.json)."""
     runs = [json.loads(_results_file(p).read_text()) for p in (a, b)]
     labels = [f"A: {a}", f"B: {b}"]
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "compare.md", "png": out / "compare.png"}
-    paths["md"].write_text(markdown_table(runs, labels))
+    paths = {"md": out / "compare.md", "png": out / "compare.png", "json": out / "compare.json"}
+    paired = paired_tests(runs[0], runs[1])
+    paths["md"].write_text(markdown_table(runs, labels) + paired_markdown(runs, paired))
+    paths["json"].write_text(json.dumps(paired, indent=2))
     bar_chart(runs, ["A", "B"], paths["png"])
     return paths
+
+
+def _keyed(per_query: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    # A generated source can repeat a problem: the i-th occurrence pairs with the i-th.
+    seen: Counter[str] = Counter()
+    out = {}
+    for q in per_query:
+        seen[q["key"]] += 1
+        out[f"{q['key']}#{seen[q['key']]}"] = q
+    return out
+
+
+def paired_tests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Exact McNemar per attempt over the problems both runs judged, matched by row key."""
+    if "per_query" not in a or "per_query" not in b:
+        return {}
+    ka, kb = _keyed(a["per_query"]), _keyed(b["per_query"])
+    common = [k for k in ka if k in kb]
+    out: dict[str, Any] = {"paired_queries": len(common)}
+    for attempt in ("first", "second"):
+        t = mcnemar([ka[k][attempt] for k in common], [kb[k][attempt] for k in common])
+        lo, hi = t.difference_interval()
+        out[attempt] = {
+            "a_accuracy": t.a_correct / t.n if t.n else 0.0,
+            "b_accuracy": t.b_correct / t.n if t.n else 0.0,
+            "a_interval": wilson_interval(t.a_correct, t.n),
+            "b_interval": wilson_interval(t.b_correct, t.n),
+            "difference": t.difference,
+            "difference_interval": (lo, hi),
+            "only_a": t.only_a,
+            "only_b": t.only_b,
+            "p_value": t.p_value,
+        }
+    return out
+
+
+def paired_markdown(runs: list[dict[str, Any]], paired: dict[str, Any]) -> str:
+    if not paired:
+        return "\n(no per-query outcomes in one of the runs: no paired test)\n"
+    n = paired["paired_queries"]
+    lines = [
+        "",
+        f"## B vs A on the same {n} problems (95 % intervals, exact McNemar test)",
+        "",
+        "| attempt | A | B | B - A | A right, B wrong | B right, A wrong | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for attempt, name in (("first", "1st try"), ("second", "+ reflection 2nd try")):
+        t = paired[attempt]
+        lo, hi = t["difference_interval"]
+        lines.append(
+            f"| {name} | {_pct_ci(t['a_accuracy'], t['a_interval'])} | "
+            f"{_pct_ci(t['b_accuracy'], t['b_interval'])} | "
+            f"{100 * t['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+            f"{t['only_a']} | {t['only_b']} | {t['p_value']:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _pct_ci(p: float, interval: tuple[float, float]) -> str:
+    return f"{100 * p:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
 def _results_file(p: Path) -> Path:

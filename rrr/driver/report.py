@@ -30,7 +30,10 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reflection tokens", ("reflection_tokens_mean",)),
     ("loss", ("loss",)),
     ("step seconds", ("step_s",)),
-    ("periodic eval", ("eval/first_try_accuracy", "eval/second_try_accuracy")),
+    (
+        "held-out accuracy vs training reward",
+        ("eval/first_try_accuracy", "eval/second_try_accuracy", "reward_mean"),
+    ),
 )
 # Metrics summarised as start / end / best.
 SUMMARY_KEYS = ("reward_mean", "first_try_success", "second_try_success")
@@ -231,7 +234,8 @@ def plot(history: Sequence[dict[str, Any]], out: Path, window: int = 0) -> int:
             if not values:
                 continue
             color = f"C{i}"
-            w = window or default_window(len(values))
+            # A held-out point already averages eval_size queries: never smoothed across steps.
+            w = 1 if key.startswith("eval/") else window or default_window(len(values))
             label = key.removeprefix("eval/")
             # Raw values faint, the moving average on top: noisy GRPO curves stay readable.
             # Few points (short runs, sparse periodic eval): mark them, a lone point shows.
@@ -244,7 +248,7 @@ def plot(history: Sequence[dict[str, Any]], out: Path, window: int = 0) -> int:
                 moving_average(values, w),
                 color=color,
                 linewidth=1.6,
-                label=f"{label} (avg {w})",
+                label=f"{label} (avg {w})" if w > 1 else label,
             )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)

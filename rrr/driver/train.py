@@ -110,6 +110,8 @@ def train(cfg: Config) -> dict[str, Any]:
             disable=not (cfg.logging.progress and sys.stderr.isatty()),
         )
         try:
+            if start == 0 and eval_due(cfg, 0):
+                metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
             for step in range(start + 1, cfg.learner.max_steps + 1):
                 timings: dict[str, float] = {}
                 t_step = time.perf_counter()
@@ -157,8 +159,8 @@ def train(cfg: Config) -> dict[str, Any]:
                         keep=cfg.logging.keep_checkpoints,
                     )
                     log.info("checkpoint %s", path)
-                if cfg.logging.eval_every and step % cfg.logging.eval_every == 0:
-                    metrics_log.log(step, periodic_eval(cfg, stack))
+                if eval_due(cfg, step):
+                    metrics_log.log(step, periodic_eval(cfg, stack, run_dir, step))
                 if stop.requested:
                     break
         finally:
@@ -299,18 +301,39 @@ def step_metrics(
     return m
 
 
-def periodic_eval(cfg: Config, stack: Any) -> dict[str, float]:
-    from rrr.driver.evaluate import evaluate
+def eval_due(cfg: Config, step: int) -> bool:
+    """Held-out evaluation every logging.eval_every steps, at the last step, and before the
+    first (step 0, the vanilla model) when logging.eval_at_start."""
+    every = cfg.logging.eval_every
+    if not every:
+        return False
+    if step == 0:
+        return cfg.logging.eval_at_start
+    return step % every == 0 or step == cfg.learner.max_steps
+
+
+def periodic_eval(cfg: Config, stack: Any, run_dir: Path, step: int) -> dict[str, float]:
+    """Evaluate the current policy on the held-out slice; the full results (per-query outcomes
+    included) go to run_dir/eval/step_XXXXXXXX, so `rrr eval --compare` pairs any two steps."""
+    from rrr.driver.evaluate import evaluate, write_results
     from rrr.tasks.loading import load_rows
 
     source = cfg.data.eval_source or cfg.data.source
     split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
     rows = load_rows(stack.task, source, split=split, limit=cfg.logging.eval_size).rows
     r = evaluate(cfg, stack.engine, rows)
+    r["step"] = step
+    write_results(r, run_dir / "eval" / f"step_{step:08d}")
+    log.info(
+        "held-out eval at step %d (%d queries, %.0f s): 1st try %.1f%%, 2nd try %.1f%%",
+        step, r["num_queries"], r["seconds"], 100 * r["first_try_accuracy"],
+        100 * r["second_try_accuracy"],
+    )  # fmt: skip
     return {
         "eval/first_try_accuracy": r["first_try_accuracy"],
         "eval/second_try_accuracy": r["second_try_accuracy"],
         "eval/avg_reflection_tokens": r["avg_reflection_tokens"],
+        "timing/eval_s": r["seconds"],
     }
 
 

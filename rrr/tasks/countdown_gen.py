@@ -13,6 +13,7 @@ membership), so the output does not depend on PYTHONHASHSEED or the platform.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator
 from itertools import islice
@@ -34,6 +35,20 @@ MAX_ATTEMPTS_PER_PROBLEM = 100_000
 # Cap on memoised reachable values (summed over cached subsets); past it the memo is dropped.
 # Results are a pure function of the subset, so clearing never changes any output.
 _CACHE_BUDGET = 500_000
+
+# Problem parts: "heldout" is a fixed 1/HELDOUT_EVERY of all problems, chosen by a stable hash
+# of (numbers, target), so a training stream and an evaluation stream drawn with any seeds never
+# share a problem. "all" keeps every problem (the default, and the TinyZero recipe).
+PARTS = ("all", "train", "heldout")
+HELDOUT_EVERY = 5
+
+
+def problem_part(nums: list[int], target: int) -> str:
+    """"heldout" or "train": the part a problem belongs to, the same on every machine (a hash
+    of its numbers in order and its target; Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(f"{nums}->{target}".encode(), digest_size=8).digest()
+    return "heldout" if int.from_bytes(digest, "big") % HELDOUT_EVERY == 0 else "train"
+
 
 # The six results _arith returns, in order: (symbol, operands swapped).
 _OP_TABLE: tuple[tuple[str, bool], ...] = (
@@ -244,8 +259,12 @@ def iter_problems(
     min_target: int = 10,
     max_target: int = 100,
     ops: str = ALL_OPS,
+    part: str = "all",
 ) -> Iterator[dict[str, object]]:
     """Endless stream of solvable problems ``{"nums", "target", "solution"}`` (for training).
+
+    ``part`` keeps only the problems of one part ("train" or "heldout", see ``problem_part``):
+    a held-out evaluation set that no training stream can contain.
 
     Numbers are drawn with replacement (duplicates occur, as in Countdown-Tasks-3to4). Problems are
     not deduplicated. Raises ``ValueError`` on bad settings, or when no solvable problem turns up
@@ -253,6 +272,8 @@ def iter_problems(
     """
     # Validate eagerly (a generator body would only run on the first next()).
     _check_ranges(min_nums, max_nums, min_num, max_num, min_target, max_target)
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     return _stream(
         random.Random(seed),
         min_nums,
@@ -262,6 +283,7 @@ def iter_problems(
         min_target,
         max_target,
         check_ops(ops),
+        part,
     )
 
 
@@ -274,6 +296,7 @@ def _stream(
     min_target: int,
     max_target: int,
     ops: str,
+    part: str,
 ) -> Iterator[dict[str, object]]:
     solver = _solver(ops)
     while True:
@@ -281,6 +304,8 @@ def _stream(
             count = rng.randint(min_nums, max_nums)
             nums = [rng.randint(min_num, max_num) for _ in range(count)]
             target = rng.randint(min_target, max_target)
+            if part != "all" and problem_part(nums, target) != part:
+                continue
             solution = _solve(solver, nums, target)
             if solution is not None:
                 yield {"nums": nums, "target": target, "solution": solution}
@@ -304,6 +329,7 @@ def generate_problems(
     min_target: int = 10,
     max_target: int = 100,
     ops: str = ALL_OPS,
+    part: str = "all",
 ) -> list[dict[str, object]]:
     """The first ``n`` problems of ``iter_problems(seed, ...)`` (so smaller ``n`` is a prefix)."""
     if n < 0:
@@ -317,5 +343,6 @@ def generate_problems(
         min_target=min_target,
         max_target=max_target,
         ops=ops,
+        part=part,
     )
     return list(islice(stream, n))

@@ -36,7 +36,7 @@ from rrr.tasks.countdown_gen import generate_problems
 
 LOCAL_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".parquet")
 _SPLIT_NAMES: tuple[str, ...] = ("train", "test", "validation", "valid", "dev", "eval")
-# Generator options accepted in ``gen:countdown?...`` (all ints except ops).
+# Generator options accepted in ``gen:countdown?...`` (ints, and the strings ops and part).
 _GEN_INT_KEYS: tuple[str, ...] = (
     "n",
     "seed",
@@ -47,6 +47,7 @@ _GEN_INT_KEYS: tuple[str, ...] = (
     "min_target",
     "max_target",
 )
+_GEN_STR_KEYS: tuple[str, ...] = ("ops", "part")
 _GEN_DEFAULT_N = 1000
 
 
@@ -307,7 +308,7 @@ def parse_gen_source(source: str) -> tuple[str, dict[str, Any]]:
         key, value = unquote(key), unquote(value)
         if not sep:
             raise ValueError(f"generator option {key!r} in {source!r} has no value")
-        if key == "ops":
+        if key in _GEN_STR_KEYS:
             options[key] = value
         elif key in _GEN_INT_KEYS:
             try:
@@ -317,9 +318,8 @@ def parse_gen_source(source: str) -> tuple[str, dict[str, Any]]:
                     f"generator option {key!r} must be an integer, got {value!r}"
                 ) from None
         else:
-            raise ValueError(
-                f"unknown generator option {key!r} in {source!r}; known: {[*_GEN_INT_KEYS, 'ops']}"
-            )
+            known = [*_GEN_INT_KEYS, *_GEN_STR_KEYS]
+            raise ValueError(f"unknown generator option {key!r} in {source!r}; known: {known}")
     return name, options
 
 
