@@ -58,7 +58,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: Literal["countdown", "apigen"] = _f("countdown", "Which verifiable task (paper 4.1/4.2).")
+    task: str = _f(
+        "countdown",
+        "Which verifiable task: an installed name (`rrr tasks` lists them: countdown and apigen "
+        "are the paper's 4.2/4.1, code runs functions against tests) or a plugin class given "
+        "as pkg.module:Class (docs/plugins.md).",
+    )
     source: str = _f(
         "gen:countdown?n=2000&seed=0",
         "Queries: a .jsonl/.parquet file or directory, a Hugging Face dataset id "
@@ -394,6 +399,11 @@ def _check_values(cfg: Config) -> None:
             f"episode.rewarded_reflection: {cfg.episode.rewarded_reflection} must be < "
             f"episode.retry_depth ({cfg.episode.retry_depth})"
         )
+    from rrr.tasks.registry import check_spec  # core, below config's callers; cheap (metadata)
+
+    problem = check_spec(cfg.data.task)
+    if problem:
+        raise ConfigError(f"data.task: {problem}")
     if cfg.data.fewshot and cfg.data.task != "countdown":
         raise ConfigError("data.fewshot: only the countdown task has worked examples")
     if len(cfg.learner.adam_betas) != 2:

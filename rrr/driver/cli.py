@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rrr.driver.plan",
         "placement, sync backend and per-GPU memory of a config on a cluster; starts nothing",
     ),
+    "tasks": ("rrr.driver.list_tasks", "list the installed tasks (plugins included)"),
     "config": ("rrr.driver.show_config", "print the resolved config, or every key with --keys"),
     "report": ("rrr.driver.report", "training curves (report.png) and summary of metrics.jsonl"),
     "export": (

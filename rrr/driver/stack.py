@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rrr.chat import ChatRenderer
-from rrr.config import Config
+from rrr.config import Config, ConfigError
 from rrr.episodes import EpisodeEngine
 from rrr.errors import RRRError
 from rrr.models import ModelError, resolve_model
 from rrr.placement import VERIFIER_CPUS, colocated_bundles, required
-from rrr.tasks import detect_family, get_task
+from rrr.tasks import TaskNotFound, detect_family, get_task
 from rrr.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,23 @@ class Stack:
 def load_task(cfg: Config) -> Task:
     """The configured task in the model's prompt family (paper A.1: chosen per model family)."""
     options = {"fewshot": cfg.data.fewshot} if cfg.data.fewshot else {}
-    return get_task(
-        cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family), **options
-    )
+    try:
+        task = get_task(
+            cfg.data.task, detect_family(cfg.model.name_or_path, cfg.model.family), **options
+        )
+    except TaskNotFound as exc:  # a plugin that will not import or build: name the key
+        raise ConfigError(f"data.task: {exc}") from exc
+    # A slow verifier (the code task runs programs) declares its worst case per item; a batch
+    # that cannot finish inside the pool's deadline would score every item verifier_error.
+    worst = getattr(task, "max_verify_s", None)
+    v = cfg.verifier
+    if worst is not None and v.batch_size * worst > v.timeout_s:
+        raise ConfigError(
+            f"verifier.batch_size: {v.batch_size} items x up to {worst:g} s each ({task.name} "
+            f"task) exceed verifier.timeout_s={v.timeout_s:g}; lower the batch size "
+            f"(e.g. verifier.batch_size={max(1, int(v.timeout_s // worst))}) or raise the time-out"
+        )
+    return task
 
 
 def load_model(cfg: Config) -> tuple[str, ChatRenderer]:

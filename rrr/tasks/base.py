@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from verifiers import Verdict
 
@@ -78,6 +78,52 @@ def detect_family(model_name_or_path: str, override: str | None = None) -> str:
     return "qwen"
 
 
+@runtime_checkable
+class TaskProtocol(Protocol):
+    """What rrr needs of a task, plugins included (docs/plugins.md). Subclassing ``Task`` is the
+    easy way to meet it; any class with these members and a ``(family, **options)`` constructor
+    works. Instances must pickle (the verifier pool ships them to its actors) and ``verify`` must
+    return on its own: the pool, not the task, enforces time-outs.
+    """
+
+    name: str  # the registered name; results and reports are keyed by it
+    error_categories: tuple[str, ...]  # the Verdict.error values verify returns, table order
+    family: str
+
+    def read_source(self, source: str, split: str) -> Iterable[Mapping[str, Any]] | None: ...
+    def validate_row(self, raw: Mapping[str, Any]) -> Row: ...
+    def first_messages(self, row: Row) -> list[Message]: ...
+    def reflection_message(self, row: Row) -> Message: ...
+    def retry_messages(self, row: Row) -> list[Message]: ...
+    def verify(self, row: Row, response: str) -> Verdict: ...
+    def row_key(self, row: Row) -> str: ...
+
+
+# read_source is optional (rrr.tasks.loading asks for it with getattr); the rest are required.
+_PROTOCOL_METHODS: tuple[str, ...] = (
+    "validate_row", "first_messages", "reflection_message", "retry_messages", "verify", "row_key",
+)  # fmt: skip
+
+
+def check_task_class(cls: Any) -> str | None:
+    """Why ``cls`` is not a usable task class, or None (checked before it is ever built, so a
+    plugin's mistake names the member instead of failing mid-run)."""
+    if not isinstance(cls, type):
+        return f"{cls!r} is not a class"
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        return "class attribute `name` must be a non-empty str"
+    cats = getattr(cls, "error_categories", None)
+    if not isinstance(cats, tuple) or not all(isinstance(c, str) and c for c in cats):
+        return "class attribute `error_categories` must be a tuple of non-empty str"
+    missing = [m for m in _PROTOCOL_METHODS if not callable(getattr(cls, m, None))]
+    if missing:
+        return f"missing methods {missing}"
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        return f"abstract methods not implemented: {abstract}"
+    return None
+
+
 class Task(ABC):
     """A verifiable task (paper §4): prompts from Appendix A plus a binary verifier."""
 
@@ -91,6 +137,12 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(family={self.family!r})"
+
+    def read_source(self, source: str, split: str) -> Iterable[Mapping[str, Any]] | None:
+        """Raw records for a source only this task knows how to read (e.g. ``humaneval`` for the
+        code task), or None to let ``rrr.tasks.loading`` route it (files, datasets, generators).
+        Each record still goes through ``validate_row``."""
+        return None
 
     @abstractmethod
     def validate_row(self, raw: Mapping[str, Any]) -> Row:

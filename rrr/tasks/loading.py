@@ -6,6 +6,8 @@ APIGen/xLAM §4.1, Countdown §4.2), while a source with no usable row fails lou
 
 Sources, in routing order:
 
+* whatever the task's own ``read_source(source, split)`` reads (e.g. ``humaneval`` for the code
+  task); a task returns None for sources it does not know.
 * ``gen:countdown?n=1000&seed=0&min_nums=3&...`` -- generated problems (``countdown_gen``).
 * an existing local path: ``.jsonl`` (one object per line; a bad line counts as ``bad_json``),
   ``.json`` (a JSON array, a single object, or JSON lines), ``.parquet``; a directory written by
@@ -157,6 +159,13 @@ def _raw_records(
     cache_dir: str | None,
     limit: int | None,
 ) -> Iterable[Raw]:
+    reader = getattr(task, "read_source", None)  # optional in the task protocol
+    own = reader(source, split) if reader is not None else None
+    if own is not None:  # a source only this task knows (e.g. the code task's "humaneval")
+        records = list(own)
+        if shuffle:
+            random.Random(seed).shuffle(records)
+        return records
     if source.startswith("gen:"):
         # Generated rows are already a seeded random sample; shuffle/split do not apply.
         return _generated(task, source, limit)
