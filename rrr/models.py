@@ -151,16 +151,18 @@ def trained_provenance(model_dir: str | Path) -> dict[str, Any] | None:
         "step": step,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "run_dir": str(run_dir) if run_dir else None,
-        "base_model": _run_base_model(run_dir) if run_dir else None,
+        "base_model": _run_setting(run_dir, "model", "name_or_path") if run_dir else None,
+        # The task it was trained on: an eval on another task is a transfer result.
+        "task": _run_setting(run_dir, "data", "task") if run_dir else None,
     }
 
 
-def _run_base_model(run_dir: Path) -> str | None:
-    """model.name_or_path from a training run's saved config.yaml, if readable."""
+def _run_setting(run_dir: Path, section: str, key: str) -> str | None:
+    """One value of a training run's saved config.yaml (e.g. model.name_or_path), if readable."""
     try:
         import yaml
 
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        return str(cfg["model"]["name_or_path"])
+        return str(cfg[section][key])
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         return None

@@ -160,7 +160,8 @@ def test_full_report(inputs, smollm2_path, capsys):
     # Sources: each file's role and the rule that decided it.
     assert "| task_eval | vanilla | recorded by rrr eval (not an rrr-trained model) |" in md
     assert f"| task_eval | trained | recorded by rrr eval (step {general_eval_run.STEP}) |" in md
-    assert md.count("_missing") == 3  # Tables 1, 4 and Table 3's four paper benchmarks
+    # Tables 1, 4, Table 3's four paper benchmarks and the transfer table (one task only)
+    assert md.count("_missing") == 4
 
     page = (out / "report.html").read_text()
     assert (

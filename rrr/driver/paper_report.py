@@ -149,6 +149,10 @@ def _model_key(name: str | None) -> str | None:
 
 def pair_results(evals: list[Source]) -> dict[str, list[tuple[Source | None, Source | None]]]:
     """Per task: (vanilla, trained) pairs; a side is None where no result matches."""
+    from rrr.driver.transfer import is_transfer
+
+    # A model trained on another task is no "Trained" column here: the transfer table shows it.
+    evals = [s for s in evals if not (s.role == "trained" and is_transfer(s.data))]
     by_task: dict[str, list[tuple[Source | None, Source | None]]] = {}
     tasks = sorted({s.data["task"] for s in evals})
     for task in tasks:
@@ -406,6 +410,9 @@ def build_report(sources: list[Source], out_dir: Path | None = None, examples: i
     for task in tasks:
         lines += error_section(task, pairs.get(task, []))
     lines += reflections_section(pairs, examples)
+    from rrr.driver.transfer import transfer_section
+
+    lines += transfer_section(evals, _model_key)
     lines += curves_section([s for s in sources if s.kind == "training"], out_dir)
     lines += sources_section(sources)
     return "\n".join(lines).rstrip() + "\n"
