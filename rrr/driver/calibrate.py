@@ -80,6 +80,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 reflection_tokens_mean=m["reflection_tokens_mean"],
                 reflection_truncated_frac=m["reflection_truncated_frac"],
                 dropped={k: v for k, v in m.items() if k.startswith("dropped_") and v},
+                # What the reward would reinforce: reflections after which the retry succeeded.
+                rewarded_examples=[
+                    {"reflection": ep.reflection_text, "retry": ep.retry_texts[0]}
+                    for ep in batch.episodes
+                    if ep.trainable and ep.reward > 0 and ep.retry_texts
+                ][:3],
             )
         if not args.no_eval:
             res = evaluate(cfg, stack.engine, rows.rows)
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 k: res[k]
                 for k in ("temperature", "first_try_accuracy", "second_try_accuracy", "seconds")
             }
+            out["eval"]["examples"] = res["examples"][:2]  # what a failure and its retry look like
     text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

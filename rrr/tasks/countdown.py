@@ -58,6 +58,9 @@ def countdown_user_prompt(nums: list[int], target: int) -> str:
 FEWSHOT_EXAMPLES: tuple[tuple[list[int], int, str], ...] = (
     ([3, 4], 7, "3 + 4"),
     ([8, 1], 9, "8 + 1"),
+    # With "-" in the task's ops, a subtraction example: without one the model writes "+" for
+    # every problem, and a retry after a reflection copies the "+" of the failed first try.
+    ([9, 4], 5, "9 - 4"),
 )
 
 
