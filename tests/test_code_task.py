@@ -130,3 +130,15 @@ def test_verdict_categories(response: str, error: str | None) -> None:
                              "entry_point": "f"})  # fmt: skip
     verdict = CodeTask("qwen", timeout_s=1.5).verify(row, response)
     assert verdict.error == error and verdict.correct == (error is None)
+
+
+def test_a_batch_that_cannot_finish_in_time_is_refused_naming_the_key() -> None:
+    from rrr.config import ConfigError, load_config
+    from rrr.driver.stack import load_task
+
+    with pytest.raises(ConfigError, match=r"^verifier\.batch_size: 256 items x up to 6 s"):
+        load_task(load_config(None, ["data.task=code"]))
+    ok = load_config(None, ["data.task=code", "verifier.batch_size=1", "verifier.timeout_s=6"])
+    assert isinstance(load_task(ok), CodeTask)
+    preset = Path(__file__).resolve().parents[1] / "configs" / "code-smoke-cpu.yaml"
+    assert isinstance(load_task(load_config(preset)), CodeTask)
