@@ -236,7 +236,7 @@ def plot(history: Sequence[dict[str, Any]], out: Path, window: int = 0) -> int:
             color = f"C{i}"
             # A held-out point already averages eval_size queries: never smoothed across steps.
             w = 1 if key.startswith("eval/") else window or default_window(len(values))
-            label = key.removeprefix("eval/")
+            label = key.replace("eval/", "held-out ")
             # Raw values faint, the moving average on top: noisy GRPO curves stay readable.
             # Few points (short runs, sparse periodic eval): mark them, a lone point shows.
             marker = "o" if len(values) <= 30 else None
