@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -97,7 +98,7 @@ def run_python(
             "file_bytes": limits.output_mb << 20,
             "processes": limits.processes,
             "open_files": limits.open_files,
-            "guard": guard,
+            "guard": int(guard),
         }
         code, timed_out = _execute(job, work, config, nonce, timeout_s)
         stdout, stderr = _tail(job / "stdout"), _tail(job / "stderr")
@@ -130,12 +131,11 @@ def _prepare(job: Path, solution: str, tests: str) -> Path:
 def _execute(
     job: Path, work: Path, config: dict, nonce: bytes, timeout_s: float
 ) -> tuple[int, bool]:
-    import json
-
+    args = [f"{key}={value}" for key, value in config.items()]
     with open(job / "stdout", "wb") as out, open(job / "stderr", "wb") as err:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(CHILD), str(job), json.dumps(config)],
+                [sys.executable, "-I", "-S", str(CHILD), str(job), *args],
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
@@ -152,14 +152,29 @@ def _execute(
             proc.stdin.close()
         except OSError:
             pass  # the child died at once; its status says why
-        timed_out = False
-        try:
-            code = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = not _wait(proc, timeout_s)
         _kill_group(proc.pid)  # stragglers too: a finished program may have left children
         code = proc.wait()
     return code, timed_out
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether the child exited within ``timeout_s``. Popen.wait(timeout) polls with sleeps that
+    grow to 50 ms, which tripled the cost of a 15 ms run; a pidfd wakes us the moment it exits."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: fall back to polling
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
+    finally:
+        os.close(pidfd)
 
 
 def _kill_group(pgid: int) -> None:
@@ -175,12 +190,13 @@ def _tail(path: Path) -> bytes:
 
 
 def _read_isolation(job: Path) -> dict:
-    import json
-
+    """The child's KEY=VALUE lines: booleans as True/False, ``reason`` as text."""
     try:
-        return json.loads((job / "isolation.json").read_text())
-    except (OSError, ValueError):
+        lines = (job / "isolation").read_text().splitlines()
+    except OSError:
         return {}
+    pairs = dict(line.split("=", 1) for line in lines if "=" in line)
+    return {k: v if k == "reason" else v == "True" for k, v in pairs.items()}
 
 
 def _last_line(stderr: bytes) -> str:
