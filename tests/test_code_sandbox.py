@@ -68,11 +68,12 @@ def test_a_correct_program_passes_and_may_write_in_its_own_directory() -> None:
 
 @pytest.mark.parametrize("guard", [True, False])
 def test_fork_bomb(guard: bool, isolation: dict) -> None:
+    before = nobody_processes()
     result = run("import os\ndef f():\n    while True:\n        os.fork()\n", guard=guard)
     assert result.outcome in ("runtime", "timeout")
     time.sleep(0.2)  # the PID namespace's last processes are reaped by the kernel
     if isolation["root"]:
-        assert nobody_processes() == []
+        assert set(nobody_processes()) <= set(before)
 
 
 def test_infinite_loop_is_killed_at_the_time_out() -> None:
@@ -85,9 +86,9 @@ def test_sleeping_forever_is_killed_at_the_time_out() -> None:
     assert run("import time\ndef f():\n    time.sleep(3600)\n").outcome == "timeout"
 
 
-@pytest.mark.parametrize("guard", [True, False])
-def test_escaped_process_dies_with_the_run(guard: bool, isolation: dict) -> None:
-    """A child that leaves the process group (setsid) still dies: the PID namespace ends."""
+def test_escaped_process_dies_with_the_run(isolation: dict) -> None:
+    """A child that leaves the process group (setsid) still dies: the PID namespace ends.
+    Without the guard, which would refuse the fork outright."""
     if not isolation["pid_namespace"]:
         pytest.skip("no PID namespace here: only the process group is killed")
     program = (
@@ -98,10 +99,11 @@ def test_escaped_process_dies_with_the_run(guard: bool, isolation: dict) -> None
         "        time.sleep(3600)\n"
         "    return 1\n"
     )
-    result = run(program, "assert f() == 2", guard=guard)
-    assert result.outcome in ("runtime", "wrong_answer")
+    before = nobody_processes()
+    result = run(program, "assert f() == 2", guard=False)
+    assert result.outcome == "wrong_answer"  # the fork worked: f() returned 1
     time.sleep(0.2)
-    assert nobody_processes() == []
+    assert set(nobody_processes()) <= set(before)
 
 
 @pytest.mark.parametrize(
