@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from rrr.driver.cli import main
+from tests.test_plugins import example_copy
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "rrr-reverse-task"
 
 # Everything cut to the smallest run that still builds failures, reflects, retries and steps.
 TINY = [
@@ -29,13 +29,14 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def example_installed():
+def example_installed(tmp_path_factory):
     """Installed into this environment with pip, as its README says, and removed afterwards.
     Not editable: Ray's worker processes that are already running then find it in
     site-packages like any package installed after they started."""
     pip = [sys.executable, "-m", "pip", "-q"]
+    source = example_copy(tmp_path_factory)
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--no-build-isolation",
-                    str(EXAMPLE)], check=True, capture_output=True)  # fmt: skip
+                    str(source)], check=True, capture_output=True)  # fmt: skip
     importlib.invalidate_caches()
     try:
         yield

@@ -6,6 +6,7 @@ into a temporary directory (no network: a local directory, no dependencies, no b
 from __future__ import annotations
 
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -100,10 +101,18 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
+         "--no-build-isolation", "--target", str(target), str(example_copy(tmp_path_factory))],
         check=True, capture_output=True,
     )  # fmt: skip
     return target
+
+
+def example_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's source in a temporary directory: building it writes build/ and
+    *.egg-info/ beside its pyproject.toml, which must not land in the checkout."""
+    copy = tmp_path_factory.mktemp("example") / EXAMPLE.name
+    shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    return copy
 
 
 def test_an_installed_plugin_is_listed_and_builds(installed_example: Path, monkeypatch,

@@ -120,7 +120,8 @@ def _prepare(job: Path, solution: str, tests: str) -> Path:
     """job/ (root-owned, traversable) holds the inputs and outputs; job/work is the program's."""
     job.chmod(0o711)
     for name, text in (("solution.py", solution), ("tests.py", tests)):
-        (job / name).write_text(text, encoding="utf-8", errors="surrogatepass")
+        # Lone surrogates cannot be valid source anyway; replaced, the child reads clean UTF-8.
+        (job / name).write_text(text, encoding="utf-8", errors="replace")
     work = job / "work"
     work.mkdir(mode=0o700)
     if os.geteuid() == 0:
