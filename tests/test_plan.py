@@ -23,6 +23,7 @@ PRESET_CLUSTERS = {
     "qwen2-7b-apigen-8xh100.yaml": "1x8@80",
     "cluster-cpu.yaml": "cpu",
     "replicate-cpu.yaml": "cpu",
+    "code-smoke-cpu.yaml": "cpu",
 }
 
 
