@@ -140,3 +140,27 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_
     first = f"{100 * results['first_try_accuracy']:.1f}"
     assert first in text and "_missing" in text
     assert (report / "report.html").is_file()
+
+
+def test_calibrate_cli_measures_the_signal_a_run_would_get(
+    ray_local, tiny_model_path, sample_data, tmp_path, capsys
+):
+    out = tmp_path / "calibrate.json"
+    overrides = [
+        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
+        f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=3",
+        "failures.samples_per_query=2", "failures.max_tokens=12", "episode.num_reflections=2",
+        "episode.max_reflection_tokens=8", "episode.max_retry_tokens=8", "eval.max_tokens=12",
+        "eval.max_reflection_tokens=8", "rollout.kv_cache_gib=1",
+    ]  # fmt: skip
+    cfg_path = str(ROOT / "configs/smoke-cpu.yaml")
+    assert main(["calibrate", "--config", cfg_path, "--out", str(out), *overrides]) == 0
+    got = json.loads(out.read_text())
+    assert got["queries"] == 3 and 0.0 <= got["first_try_success"] <= 1.0
+    # A tiny random model fails every query: each failure gets a group of 2 reflections.
+    assert got["failures"] == 3
+    assert 0.0 <= got["retry_success"] <= 1.0 and 0.0 <= got["frac_zero_std"] <= 1.0
+    assert got["retry_success"] == got["reward_mean"]  # a retry's success is its reward
+    assert 0 < got["reflection_tokens_mean"] <= 8
+    assert 0.0 <= got["eval"]["first_try_accuracy"] <= got["eval"]["second_try_accuracy"] <= 1.0
+    assert '"frac_zero_std"' in capsys.readouterr().out  # printed as well as written
