@@ -38,11 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     import torch
 
+    from learner.batch import valid_group_advantages
     from rrr import failure_data as fd
     from rrr.driver.evaluate import evaluate
     from rrr.driver.stack import generation_stack
     from rrr.episodes import Failure
-    from rrr.grpo import group_advantages
     from rrr.tasks.loading import load_rows
 
     f = cfg.failures
@@ -71,8 +71,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         )
         if batch is not None:
             m = batch.metrics()
-            rewards = torch.tensor(batch.rewards(), dtype=torch.float32)
-            adv = group_advantages(rewards, batch.group_size)
+            # The trainer's statistics: episodes without a reward (verifier error, context
+            # overflow) leave their group, as in learner.batch.build_train_batch.
+            adv, _ = valid_group_advantages(
+                torch.tensor(batch.rewards(), dtype=torch.float32),
+                torch.tensor([ep.trainable for ep in batch.episodes], dtype=torch.bool),
+                batch.group_size,
+            )
             out.update(
                 retry_success=m["second_try_success"],
                 reward_mean=m["reward_mean"],
