@@ -157,9 +157,14 @@ class WeightReceiver:
         """Receive a whole sync (every bucket of learner.buckets' plan, in order) from rank 0 and
         load it through the worker's in-place reload, once per sync.
 
-        Two receive buffers alternate: bucket k+1 is received into one while the reload copies
-        bucket k's tensors out of the other (vLLM's loader copies each tensor it is given before
-        asking for the next, so a buffer is free again two buckets later).
+        Every bucket lands in a buffer of its own, never a reused one: vLLM's layerwise reload
+        keeps the tensors it is given (views into the buffer) until their whole layer has
+        arrived, which may be several buckets later (q, k and v make one `qkv_proj`), or until
+        its final pass (an embedding whose vocabulary vLLM pads is never complete before then).
+        A bucket's memory is freed when the loader drops its last view; on GPU the caching
+        allocator hands the same block to a later bucket, so a fresh buffer costs no
+        cudaMalloc. At most: the bucket being received, the partly loaded layers' buckets and
+        the buckets of the final pass (`rrr plan` counts them: rrr/memory_budget.py).
         """
         import torch
         import torch.distributed as dist
@@ -171,14 +176,13 @@ class WeightReceiver:
             raise RuntimeError("rrr_receive_buckets before rrr_init_group")
         buckets = from_wire(plan)
         device = self._rrr_device()
-        size = max(b.nbytes for b in buckets)
-        bufs = [torch.empty(size, dtype=torch.uint8, device=device) for _ in range(2)]
 
         def weights() -> Iterator[tuple[str, Any]]:
-            for i, bucket in enumerate(buckets):
-                buf = bufs[i % 2][: bucket.nbytes]
+            for bucket in buckets:
+                buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
                 dist.broadcast(buf, group_src=0, group=group)
                 yield from unpack_bucket(buf, bucket)
+                del buf  # only the loader's views keep it alive now
 
         count = self._rrr_reload(weights(), aliases)
         if device.type == "cuda":

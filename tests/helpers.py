@@ -5,16 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(out: Path, tokenizer_source: str, *, seed: int = 0, tied: bool = False) -> str:
+def build_tiny_model(
+    out: Path, tokenizer_source: str, *, seed: int = 0, tied: bool = False, extra_vocab: int = 0
+) -> str:
     """Save a seeded 2-layer random Llama (head_dim 64, which vLLM's CPU attention supports)
     with the given tokenizer; fast to start and to run, for plumbing tests. `tied`: the head
-    shares the embedding (as SmolLM2's and Qwen2.5-1.5B's do)."""
+    shares the embedding (as SmolLM2's and Qwen2.5-1.5B's do). `extra_vocab`: unused rows
+    beyond the tokenizer, e.g. an odd vocabulary that vLLM pads (Qwen's 151,936 style)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokenizer) + extra_vocab,
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
