@@ -6,8 +6,10 @@
     ranks' gradients must be SUMMED, and ranks may run different numbers of micro-batches.
   - `DeepSpeedEngine`: `deepspeed.initialize` with ZeRO 2/3, bf16 on GPU, optional optimizer
     offload; "managed_gradient_accumulation": false makes step() the accumulation boundary of
-    however many micro-batches a step has. DeepSpeed averages gradients over ranks, so the loss
-    is multiplied by the world size to keep the SUM semantics above.
+    however many micro-batches a step has. Its optimizer is torch's fused AdamW, offloaded or
+    not, so no DeepSpeed op is ever compiled for it (no nvcc, ninja or g++ needed on a GPU).
+    DeepSpeed averages gradients over ranks, so the loss is multiplied by the world size to
+    keep the SUM semantics above.
 
 Both expose `module` (what the forward goes through), `autocast`, `backward`, `step`,
 `global_step`, `save` and `load` (the weights are read through learner/manifest.py).
@@ -97,8 +99,15 @@ def deepspeed_config(cfg: LearnerConfig, gpu: bool, *, reference: bool = False) 
                 "betas": list(cfg.adam_betas),
                 "eps": ADAM_EPS,
                 "weight_decay": cfg.weight_decay,
-                # CPU: torch's AdamW instead of building DeepSpeed's fused/CPU Adam op.
-                "torch_adam": not gpu and not cfg.offload_optimizer,
+                # torch's own AdamW, everywhere: DeepSpeed's FusedAdam (GPU) and
+                # DeepSpeedCPUAdam (offload) are JIT-compiled at first use with nvcc/g++ and
+                # ninja, which a pip-installed DeepSpeed has no prebuilt copy of and torch 2.13's
+                # CUDA 13 wheel brings no nvcc for: every GPU preset would stop in
+                # deepspeed.initialize. torch's fused kernel exists for CUDA and CPU tensors
+                # alike, so the offloaded optimizer (fp32 master weights in host memory) runs
+                # it too, with nothing to build.
+                "torch_adam": True,
+                "fused": True,
             },
         },
         "wall_clock_breakdown": False,

@@ -305,17 +305,27 @@ def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(tiny_model_path, tmp_path):
-    """DeepSpeed runs on this CPU (ZeRO-2, torch AdamW; its first start JIT-builds a comm op):
-    same losses and grad norms as the plain torch engine, and a bit-identical resume."""
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload_optimizer"])
+def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(
+    tiny_model_path, tmp_path, offload
+):
+    """DeepSpeed runs on this CPU (ZeRO-2; its first start JIT-builds a comm op): same losses
+    and grad norms as the plain torch engine, and a bit-identical resume. The optimizer is
+    torch's fused AdamW, offloaded or not (configs/single-gpu.yaml offloads): DeepSpeed's own
+    Adam ops would need a compiler at first use (learner/engines.py)."""
     pytest.importorskip("deepspeed")
     from learner import checkpoint as ckpt
 
     batches = [build_train_batch(*_episodes(n=8, seed=s), 4) for s in range(3)]
     torch_run = LearnerWorker(tiny_model_path, _cfg())
     want = [torch_run.step(shard_batch(b, 1, 3)[0]) for b in batches]
-    ds = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=2))
+    cfg = _cfg(backend="deepspeed", zero_stage=2, offload_optimizer=offload)
+    ds = LearnerWorker(tiny_model_path, cfg)
     assert ds.backend == "deepspeed"
+    engine = ds.engine.engine
+    assert engine.zero_cpu_offload() is offload
+    assert type(engine.basic_optimizer) is torch.optim.AdamW
+    assert engine.basic_optimizer.defaults["fused"] is True
     got = [ds.step(shard_batch(b, 1, 3)[0]) for b in batches[:2]]
     for g, w in zip(got, want):
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5, abs=1e-7)
@@ -323,7 +333,7 @@ def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(tiny_model_
     path = ckpt.write_checkpoint(tmp_path, 2, ds.save_state, meta={"backend": "deepspeed"})
     after = ds.step(shard_batch(batches[2], 1, 3)[0])
     del ds
-    resumed = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=2))
+    resumed = LearnerWorker(tiny_model_path, cfg)
     assert resumed.load_state(str(path)) == 2
     again = resumed.step(shard_batch(batches[2], 1, 3)[0])
     assert again["loss"] == after["loss"] and again["grad_norm"] == after["grad_norm"]
