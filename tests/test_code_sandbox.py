@@ -222,9 +222,11 @@ def test_native_code_is_refused() -> None:
 
 def test_verify_on_hostile_responses_fails_in_bounded_time() -> None:
     start = time.perf_counter()
-    verdict = verify("```python\ndef f():\n    while True:\n        pass\n```", "f()", "f",
+    # verify() refuses tests without an assert (tests/test_code_contract.py): these have one.
+    tests = "assert f() is None"
+    verdict = verify("```python\ndef f():\n    while True:\n        pass\n```", tests, "f",
                      timeout_s=TIMEOUT_S)  # fmt: skip
     assert verdict.error == "timeout"
     assert time.perf_counter() - start < BOUND_S
-    verdict = verify("```python\nimport os\ndef f():\n    os.system('id')\n```", "f()", "f")
+    verdict = verify("```python\nimport os\ndef f():\n    os.system('id')\n```", tests, "f")
     assert verdict.error == "runtime"

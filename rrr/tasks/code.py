@@ -3,7 +3,9 @@ generated code execute?"). Verified by running it (verifiers.code, in a sandbox)
 
 Normalised row: ``{"prompt": str, "tests": str, "entry_point": str}`` plus ``id`` when present.
 ``prompt`` is a function signature with its docstring; ``tests`` is Python that raises
-``AssertionError`` when the function is wrong. Two raw shapes are read:
+``AssertionError`` when the function is wrong, with at least one ``assert`` (a row whose tests
+could never fail is refused as ``bad_value:tests``; verifiers.code.prepare_tests has the whole
+contract). Two raw shapes are read:
 
 * a user's JSONL for training: ``{"id", "prompt", "tests", "entry_point"}`` with plain asserts
   (``data/code_sample.jsonl``);
@@ -98,6 +100,10 @@ class CodeTask(Task):
             raise RowError("missing_field:tests")
         if not isinstance(tests, str) or not tests.strip():
             raise RowError("bad_type:tests", type(tests).__name__)
+        try:  # at load time too: counted by reason, not a verifier_error on every sample
+            verifiers.code.prepare_tests(tests, entry_point)
+        except verifiers.code.TestsError as exc:
+            raise RowError("bad_value:tests", str(exc)) from None
         row: Row = {"prompt": prompt, "tests": tests, "entry_point": entry_point}
         ident = raw.get("id", raw.get("task_id"))
         if ident is not None:
