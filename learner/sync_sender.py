@@ -64,14 +64,18 @@ def init_group(
 
 
 def leave_group(group: Any) -> None:
-    """Destroy a sync group (both halves call this; a None group is a no-op)."""
+    """Destroy a sync group (both halves call this; a None group is a no-op) with vLLM's
+    counterpart of the helper that made it. Its `shutdown()` aborts an NCCL communicator, so a
+    peer that died or left cannot hang a reconnect or the process's exit in NCCL's teardown;
+    `torch.distributed.destroy_process_group` does not know a stateless group and only raised.
+    """
     if group is None:
         return
-    import torch.distributed as dist
+    from vllm.distributed.utils import stateless_destroy_torch_distributed_process_group
 
-    # A stateless group torch does not track raises here; dropping it frees it.
-    with contextlib.suppress(AssertionError, ValueError, RuntimeError):
-        dist.destroy_process_group(group)
+    # A group whose peer is already gone may fail to shut down cleanly; it is dropped anyway.
+    with contextlib.suppress(RuntimeError, ValueError):
+        stateless_destroy_torch_distributed_process_group(group)
 
 
 class WeightSender:

@@ -284,3 +284,27 @@ def test_aliases_follow_the_weight_they_share() -> None:
     weights = [("model.embed_tokens.weight", 1), ("lm_head.weight", 3)]
     got = list(with_aliases(iter(weights), {"lm_head.weight": "model.embed_tokens.weight"}))
     assert got == [("model.embed_tokens.weight", 1), ("lm_head.weight", 1)]
+
+
+def test_leaving_a_sync_group_destroys_it(monkeypatch) -> None:
+    """leave_group shuts the group down through vLLM's stateless destroy (on NCCL, an abort of
+    the communicator, so a dead peer cannot hang a reconnect or exit); None is a no-op."""
+    import vllm.distributed.utils as vllm_dist
+
+    from learner.sync_sender import init_group, leave_group
+    from tests.helpers import free_port
+
+    destroyed = []
+    real = vllm_dist.stateless_destroy_torch_distributed_process_group
+
+    def spy(pg):
+        destroyed.append(pg)
+        real(pg)
+
+    monkeypatch.setattr(vllm_dist, "stateless_destroy_torch_distributed_process_group", spy)
+    group = init_group("127.0.0.1", free_port(), 0, 1, "gloo", 30.0)
+    t = torch.arange(4.0)
+    torch.distributed.broadcast(t, group_src=0, group=group)  # a working group
+    leave_group(group)
+    leave_group(None)
+    assert destroyed == [group]
