@@ -16,6 +16,7 @@ from typing import Any
 
 from rrr.errors import RRRError
 from rrr.generation import GenRequest, Sample
+from rrr.shm import tmpfs_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,19 @@ class VLLMEngine:
             dtype = "float32" if cpu else "bfloat16"  # bf16 has no oneDNN linear on this CPU
         self.model_path = model_path
         self.sleep_supported = enable_sleep_mode and not cpu
+        # Keyed evaluation noise (rrr/crn.py): on CPU our logits processor, since a
+        # per-request seed crashes vLLM's CPU sampler; on GPU vLLM's own per-request seeded
+        # sampling (its GPU model runner v2 takes no v1-interface processor, and training
+        # sampling there stays free of custom code).
+        self.cpu = cpu
+        extra: dict[str, Any] = {}
+        if cpu:
+            from actors.crn_logits import FQCN
+
+            extra["logits_processors"] = [FQCN]
+        # Tensor parallelism on vLLM's CPU build runs its workers as processes.
+        if cpu and tensor_parallel_size > 1:
+            extra["distributed_executor_backend"] = "mp"
         try:
             from vllm import LLM
 
@@ -115,9 +129,7 @@ class VLLMEngine:
                 # temperature): GRPO's "old" policy. vLLM's default, raw_logprobs, ignores the
                 # temperature (issue 15); the learner scores with the same temperature.
                 logprobs_mode="processed_logprobs",
-                # Tensor parallelism on vLLM's CPU build runs its workers as processes.
-                **({"distributed_executor_backend": "mp"} if cpu and tensor_parallel_size > 1
-                   else {}),
+                **extra,
             )
         except Exception as exc:  # vLLM raises many types; the user needs the cause, not a hang
             raise EngineStartError(
@@ -132,7 +144,6 @@ class VLLMEngine:
     def generate(self, requests: list[GenRequest], seed: int | None = None) -> list[list[Sample]]:
         """Sample every request; with `seed`, the sampler is reseeded first, so the same batch on
         the same weights gives the same samples (what a restarted worker relies on)."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not requests:
@@ -142,23 +153,35 @@ class VLLMEngine:
         # A request with n samples goes in as n requests with n=1: vLLM fans n out into child
         # requests anyway, but their order in the batch varies from call to call, so a reseeded
         # call would hand the same noise to different children.
-        flat = [r for r in requests for _ in range(r.n)]
-        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in flat]
-        params = [
-            SamplingParams(
-                n=1,
-                temperature=r.temperature,
-                top_p=r.top_p,
-                max_tokens=r.max_tokens,
-                stop_token_ids=list(r.stop_token_ids),
-                logprobs=0,  # the sampled token's own log-prob: what GRPO's ratio needs
-                # Keep special tokens: the chat-template end-of-turn marker ends the text anyway.
-                skip_special_tokens=True,
-            )
-            for r in flat
-        ]
+        flat = [(r, j) for r in requests for j in range(r.n)]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r, _ in flat]
+        params = [self._params(r, None if r.noise_keys is None else r.noise_keys[j])
+                  for r, j in flat]  # fmt: skip
         outputs = iter(self.llm.generate(prompts, params, use_tqdm=False))
         return [[_to_sample(next(outputs).outputs[0]) for _ in range(r.n)] for r in requests]
+
+    def _params(self, r: GenRequest, noise_key: int | None) -> Any:
+        from vllm import SamplingParams
+
+        common: dict[str, Any] = {
+            "n": 1,
+            "max_tokens": r.max_tokens,
+            "stop_token_ids": list(r.stop_token_ids),
+            # Keep special tokens: the chat-template end-of-turn marker ends the text anyway.
+            "skip_special_tokens": True,
+        }
+        if noise_key is None or r.temperature == 0:
+            # The sampled token's own log-prob: what GRPO's ratio needs.
+            return SamplingParams(temperature=r.temperature, top_p=r.top_p, logprobs=0, **common)
+        # Keyed noise (evaluation): full softmax at r.temperature (no nucleus), no log-probs
+        # (those of a keyed sample are not the policy's, and nothing trains on them).
+        if self.cpu:
+            from rrr.crn import EXTRA_ARGS_KEY
+
+            return SamplingParams(
+                temperature=0.0, extra_args={EXTRA_ARGS_KEY: [noise_key, r.temperature]}, **common
+            )
+        return SamplingParams(temperature=r.temperature, seed=noise_key, **common)
 
     # ------------------------------------------------------------------ weights
 
@@ -168,7 +191,7 @@ class VLLMEngine:
 
         # Tied embeddings share storage; safetensors refuses shared tensors, so clone.
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        directory = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        directory = tmpfs_dir_for(sum(t.numel() * t.element_size() for t in tensors.values()))
         with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
             save_file(tensors, f.name)
             return self.load_weights_file(f.name)
@@ -222,10 +245,8 @@ class VLLMEngine:
         node's object store); one /dev/shm file hands it to vLLM's workers (vLLM's RPC is a
         slow carrier for hundreds of MB, docs/cpu-stack.md)."""
         t0 = time.perf_counter()
-        directory = "/dev/shm" if Path("/dev/shm").is_dir() else None
-        if directory is None:  # no tmpfs: vLLM's RPC carries the bytes (slower, but works)
-            self.load_weights_bytes(bytes(blob), aliases)
-            return {"write_s": 0.0, "load_s": time.perf_counter() - t0}
+        # /dev/shm when it has room (a container's 64 MiB does not), else the temp directory.
+        directory = tmpfs_dir_for(memoryview(blob).nbytes)
         with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
             f.write(memoryview(blob))
             f.flush()

@@ -86,7 +86,12 @@ class DataConfig:
         "", "Held-out queries for `rrr eval` and periodic evaluation; empty = use `source`."
     )
     eval_split: str = _f("test", "Split name of eval_source for Hugging Face dataset ids.")
-    eval_limit: int | None = _f(None, "Evaluate on at most this many queries.")
+    eval_limit: int | None = _f(
+        None,
+        "Held-out problems of `rrr eval` and of the periodic evaluation in `rrr train` (the one "
+        "size key): the first N distinct problems of eval_source, each evaluated once "
+        "(duplicates in the source are dropped and counted). None = all of them.",
+    )
     shuffle_seed: int = _f(0, "Seed of the training-data order (kept in checkpoints on resume).")
 
 
@@ -141,6 +146,26 @@ class EvalConfig:
     max_tokens: int = _f(1024, "Longest first try / retry in evaluation.")
     max_reflection_tokens: int = _f(512, "Longest reflection in evaluation.")
     num_examples: int = _f(5, "Example reflections kept in results.json (the paper's Figure 2).")
+    samples_per_problem: int = _f(
+        1,
+        "k, samples per held-out problem: k first tries, and for each failed one its own "
+        "reflection and retry. Per-problem success rates are what `rrr eval --compare` tests; "
+        "more samples shrink the within-problem noise (its MDE line says how many it needs).",
+    )
+    seed: int = _f(
+        0,
+        "Evaluation seed. At temperature > 0 every sample's noise is keyed on (seed, problem, "
+        "sample index, stage, position, token): the same weights give the same outcomes in a "
+        "run's periodic evaluation and in a fresh `rrr eval`, whatever came before, and two "
+        "models with one seed share their noise (common random numbers, rrr/crn.py).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.temperature == 0 and self.samples_per_problem > 1:
+            raise ConfigError(
+                f"eval.samples_per_problem: {self.samples_per_problem} greedy samples "
+                "(eval.temperature=0) are all the same; use 1, or a temperature > 0"
+            )
 
 
 @dataclass
@@ -325,8 +350,15 @@ class LoggingConfig:
     log_every: int = _f(1, "Print a step line every N steps.")
     checkpoint_every: int = _f(50, "Checkpoint every N steps (and at the end / on stop).")
     keep_checkpoints: int = _f(3, "Keep the newest k checkpoints.")
-    eval_every: int = _f(0, "Evaluate on a held-out slice every M steps (0 = never).")
-    eval_size: int = _f(64, "Queries in that held-out slice (the first ones of data.eval_source).")
+    eval_every: int = _f(
+        0,
+        "Evaluate on the held-out problems (data.eval_limit of data.eval_source, the eval "
+        "section's decoding) every M steps (0 = never). A step that would not sync "
+        "(sync.every_n_steps > 1) syncs first, so the evaluation sees the learner's weights.",
+    )
+    eval_size: int | None = _f(
+        None, "Removed: the periodic evaluation's size is data.eval_limit, as for `rrr eval`."
+    )
     eval_at_start: bool = _f(
         False,
         "With eval_every: also evaluate before the first step, the vanilla model on the same "
@@ -336,6 +368,15 @@ class LoggingConfig:
     wandb_project: str = _f("", "Also log to this Weights & Biases project when set.")
     ray_metrics: bool = _f(True, "Export metrics through ray.util.metrics (dashboard/Grafana).")
     progress: bool = _f(True, "Progress bars on a terminal.")
+
+    def __post_init__(self) -> None:
+        if self.eval_size is not None:
+            # One key for one size: the periodic evaluation and `rrr eval` gave different
+            # numbers for "the same" held-out set when the two keys disagreed.
+            raise ConfigError(
+                f"logging.eval_size: removed; set data.eval_limit: {self.eval_size} instead "
+                "(the held-out size of both `rrr eval` and the periodic evaluation)"
+            )
 
 
 @dataclass
@@ -367,7 +408,7 @@ _POSITIVE = {
     "learner.failures_per_step", "learner.micro_batch_size", "sync.bucket_mb",
     "sync.every_n_steps", "logging.log_every", "logging.checkpoint_every",
     "logging.keep_checkpoints", "verifier.timeout_s", "eval.max_tokens",
-    "eval.max_reflection_tokens", "sync.timeout_s",
+    "eval.max_reflection_tokens", "sync.timeout_s", "eval.samples_per_problem",
 }  # fmt: skip
 _NON_NEGATIVE = {
     "learner.lr", "learner.kl_coef", "learner.weight_decay", "learner.clip_eps",

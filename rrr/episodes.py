@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rrr.chat import ChatRenderer, Message
 from rrr.config import EpisodeConfig
+from rrr.crn import EvalNoise
 from rrr.generation import Generator, GenRequest, Sample, Verifier
 from rrr.tasks.base import Task
 from verifiers import Verdict
@@ -65,6 +67,8 @@ class Failure:
     attempt_ids: list[int]
     attempt_text: str
     first_verdict: Verdict | None = None
+    # Which of the k first-try samples of its problem failed (evaluation keys its noise on it).
+    sample_index: int = 0
 
 
 @dataclass
@@ -194,9 +198,13 @@ class EpisodeEngine:
         verifier: Verifier,
         cfg: EpisodeConfig,
         max_model_len: int,
+        noise: EvalNoise | None = None,
     ) -> None:
+        """`noise` (evaluation only): key every request's sampling noise on (problem, sample,
+        stage) instead of vLLM's stream (rrr/crn.py); training leaves it None."""
         self.task, self.renderer, self.gen, self.verifier = task, renderer, generator, verifier
         self.cfg, self.max_model_len = cfg, max_model_len
+        self.noise = noise
         self.stop_ids = renderer.stop_token_ids()
 
     # ------------------------------------------------------------------ phases
@@ -216,6 +224,8 @@ class EpisodeEngine:
                 n=n,
                 temperature=self.cfg.temperature if temperature is None else temperature,
                 max_tokens=max_tokens or self.cfg.max_attempt_tokens,
+                noise_keys=None if self.noise is None
+                else self.noise.keys(self.task.row_key(row), range(n), "first"),
             )
             for row in rows
         ]
@@ -274,7 +284,8 @@ class EpisodeEngine:
             n = 1 if round_ > 0 else G
             t0 = time.perf_counter()
             outs = self._generate_for(
-                firsts, n, self.cfg.temperature, self.cfg.max_reflection_tokens, counters
+                firsts, n, self.cfg.temperature, self.cfg.max_reflection_tokens, counters,
+                self._noise_keys(failures, f"reflect:{round_}"),
             )
             timings["reflect_s"] += time.perf_counter() - t0
             reflections = self._spread(live, firsts, outs, n)
@@ -304,7 +315,8 @@ class EpisodeEngine:
                                    suffixes)  # fmt: skip
             t0 = time.perf_counter()
             outs = self._generate_for(
-                live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens, counters
+                live, 1, self.cfg.retry_temperature, self.cfg.max_retry_tokens, counters,
+                self._noise_keys(failures, f"retry:{round_}"),
             )
             timings["retry_s"] += time.perf_counter() - t0
             retries = self._spread(live, live, outs, 1)
@@ -355,6 +367,7 @@ class EpisodeEngine:
         temperature: float,
         max_tokens: int,
         top_p: float | None = None,
+        noise_keys: tuple[int, ...] | None = None,
     ) -> GenRequest | None:
         room = self.max_model_len - len(prompt)
         if room < 1:
@@ -368,7 +381,26 @@ class EpisodeEngine:
             top_p=self.cfg.top_p if top_p is None else top_p,
             max_tokens=min(max_tokens, room),
             stop_token_ids=self.stop_ids,
+            noise_keys=noise_keys,
         )
+
+    def _noise_keys(
+        self, failures: list[Failure], stage: str
+    ) -> Callable[[_Chain, int], tuple[int, ...]] | None:
+        """Keys of a chain's request of `n` samples in one phase, or None (vLLM's noise). A
+        chain is (problem, failed sample, reflection g); round-0 reflections of one failure
+        come from its leader's one request of G samples."""
+        noise = self.noise
+        if noise is None:
+            return None
+
+        def keys(c: _Chain, n: int) -> tuple[int, ...]:
+            f = failures[c.failure_index]
+            problem = self.task.row_key(f.row)
+            groups = range(c.group_index, c.group_index + n)
+            return tuple(noise.key(problem, f.sample_index, f"{stage}:{g}") for g in groups)
+
+        return keys
 
     def _generate_for(
         self,
@@ -377,12 +409,14 @@ class EpisodeEngine:
         temperature: float,
         max_tokens: int,
         counters: Counter[str],
+        noise_keys: Callable[[_Chain, int], tuple[int, ...]] | None = None,
     ) -> dict[int, list[Sample]]:
         """One generate call for `chains`; returns samples keyed by chain position."""
         requests: list[GenRequest] = []
         index: list[int] = []
         for pos, c in enumerate(chains):
-            req = self._request(c.ids, n=n, temperature=temperature, max_tokens=max_tokens)
+            req = self._request(c.ids, n=n, temperature=temperature, max_tokens=max_tokens,
+                                noise_keys=noise_keys(c, n) if noise_keys else None)  # fmt: skip
             if req is None:
                 counters[CONTEXT_OVERFLOW] += 1
                 continue

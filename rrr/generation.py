@@ -13,7 +13,11 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One prompt, sampled `n` times. `stop_token_ids` end a turn (EOS, end-of-turn marker)."""
+    """One prompt, sampled `n` times. `stop_token_ids` end a turn (EOS, end-of-turn marker).
+
+    `noise_keys` (evaluation only): one key per sample (rrr.crn.noise_key); the engine then
+    samples from softmax(logits / temperature) with noise keyed on (key, position, token), the
+    same for any model, engine or batch (common random numbers); top_p is not applied."""
 
     prompt_ids: list[int]
     n: int = 1
@@ -21,6 +25,11 @@ class GenRequest:
     top_p: float = 1.0
     max_tokens: int = 512
     stop_token_ids: list[int] = field(default_factory=list)
+    noise_keys: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.noise_keys is not None and len(self.noise_keys) != self.n:
+            raise ValueError(f"noise_keys: {len(self.noise_keys)} keys for n={self.n} samples")
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_
     paired = json.loads((cmp_out / "compare.json").read_text())
     assert paired["paired_queries"] == 4
     assert paired["second"]["only_a"] == paired["second"]["only_b"] == 0
-    assert paired["second"]["p_value"] == 1.0 and "McNemar" in md
+    assert paired["second"]["p_value"] == 1.0 and "Paired t test" in md
 
     # The paper report reads this real results.json as the vanilla model (it is no rrr export)
     # and marks what this session did not produce as missing rather than dropping it.

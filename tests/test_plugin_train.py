@@ -78,7 +78,7 @@ def test_code_task_trains_a_step_then_evaluates_on_humaneval_and_countdown(
         "episode.max_retry_tokens=96", *TINY,
         # The trained model on HumanEval rows, at the end of the step (the held-out set).
         f"data.eval_source={sample_data / 'humaneval_sample.jsonl'}", "logging.eval_every=1",
-        "logging.eval_size=2", "eval.max_tokens=96", "eval.max_reflection_tokens=16",
+        "data.eval_limit=2", "eval.max_tokens=96", "eval.max_reflection_tokens=16",
         f"logging.output_dir={run}",
     ]  # fmt: skip
     assert main(args) == 0

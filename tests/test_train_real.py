@@ -34,7 +34,7 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
         # sleep/wake and the learner's cache release are no-ops on a CPU, the path is the same.
         "cluster.colocate=true",
         # Held-out evaluation before the first step (vanilla), every 2 steps and at the last.
-        "logging.eval_every=2", "logging.eval_at_start=true", "logging.eval_size=2",
+        "logging.eval_every=2", "logging.eval_at_start=true", "data.eval_limit=2",
         f"data.eval_source={sample_data / 'countdown_sample.jsonl'}", "eval.max_tokens=12",
         "eval.max_reflection_tokens=8",
         f"logging.output_dir={run}", "logging.progress=false",

@@ -3,16 +3,31 @@
 length and example reflections (Figure 2).
 
 Writes results.json, results.md and results.png into --out. With --compare A B, puts two
-earlier runs side by side instead (e.g. vanilla vs trained) and starts no model.
+earlier runs side by side instead (e.g. vanilla vs trained) and starts no model; with
+--placebo, compares the model with itself to measure the paired test's false-positive rate.
 
   rrr eval --config configs/smoke-cpu.yaml --out runs/eval-vanilla
   rrr eval --config configs/smoke-cpu.yaml model.name_or_path=runs/smoke/export \\
       --out runs/eval-trained
   rrr eval --compare runs/eval-vanilla runs/eval-trained --out runs/compare
+  rrr eval --placebo --config configs/replicate-cpu.yaml --out runs/placebo
 
-Second try (the "+ Reflection 2nd Try" column): a query counts as solved if the first try was
-correct, or if it failed and the retry after one self-reflection is correct (paper section 3:
-successful first tries are left alone). Error shares are over all queries, as in Tables 4/5.
+One procedure for every evaluation (this one, and the periodic one inside `rrr train`):
+
+- the held-out problems are the first data.eval_limit *distinct* problems of data.eval_source
+  (a generated source draws with replacement; duplicates are dropped and counted, and the
+  number of distinct problems the source's settings can generate is reported);
+- k = eval.samples_per_problem first tries per problem; each failed one gets its own
+  reflection and retry (paper section 3: successful first tries are left alone). A sample
+  counts as solved on the second try if its first try was correct or its retry is;
+- at eval.temperature > 0 every sample's noise is keyed on (eval.seed, problem, sample index,
+  stage, position, token) (rrr/crn.py), never on the engine's random stream: the same weights
+  give the same outcomes wherever they are evaluated, and two models evaluated with one seed
+  share their noise (common random numbers), which is what makes the paired test sharp.
+
+Accuracies are over all n x k samples (= the mean of per-problem rates); intervals and tests
+treat the problem as the unit (rrr/stats.py). Error shares are over all samples, as in
+Tables 4/5.
 """
 
 from __future__ import annotations
@@ -20,32 +35,88 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config
+from rrr.config import Config, ConfigError
+from rrr.crn import EvalNoise
 from rrr.episodes import EpisodeEngine, Failure
-from rrr.stats import mcnemar, wilson_interval
+from rrr.stats import (
+    discordance,
+    minimum_detectable_effect,
+    placebo,
+    samples_for_mde,
+    t_test,
+    variance_components,
+)
+from rrr.tasks.base import Task
 
 log = logging.getLogger("rrr.eval")
 
+# The effect size the evaluation is sized for (issue 23): k is chosen so the MDE is this.
+TARGET_MDE = 0.03
 
-def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run first try -> (on failure) one reflection -> retry on `rows`; return results."""
+
+def load_eval_rows(cfg: Config, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The held-out problems (distinct, at most data.eval_limit) and what the source held."""
+    from rrr.tasks.loading import load_rows, source_universe
+
+    source = cfg.data.eval_source or cfg.data.source
+    split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
+    loaded = load_rows(task, source, split=split, limit=cfg.data.eval_limit, dedupe=True)
+    info = {
+        "source": source,
+        "rows_read": loaded.total_seen,
+        "duplicates_dropped": loaded.skipped.get("duplicate", 0),
+        "distinct_problems": len(loaded.rows),
+        # How many distinct problems the source's settings can generate at all (None: unknown).
+        "source_universe": source_universe(source),
+        "skipped_rows": dict(loaded.skipped),
+    }
+    log.info(
+        "held-out: %d distinct problems from %d rows read (%d duplicates dropped; the source "
+        "can hold %s distinct problems)", info["distinct_problems"], info["rows_read"],
+        info["duplicates_dropped"], info["source_universe"] or "an unknown number of",
+    )  # fmt: skip
+    return loaded.rows, info
+
+
+def evaluate(
+    cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]], samples: int | None = None
+) -> dict[str, Any]:
+    """k first tries per row -> one reflection and one retry per failed try; return results.
+    `samples` overrides eval.samples_per_problem (the placebo draws 2k)."""
     e = cfg.eval
+    k = samples or e.samples_per_problem
+    if e.temperature == 0 and k > 1:
+        raise ConfigError(f"eval.samples_per_problem: {k} greedy samples are all the same")
+    noise = EvalNoise(e.seed) if e.temperature > 0 else None
     t0 = time.perf_counter()
-    samples, verdicts, _ = engine.first_attempts(
-        rows, n=1, temperature=e.temperature, max_tokens=e.max_tokens
+    first_engine = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
+                                 cfg.episode, engine.max_model_len, noise=noise)  # fmt: skip
+    samples_, verdicts, _ = first_engine.first_attempts(
+        rows, n=k, temperature=e.temperature, max_tokens=e.max_tokens
     )
-    first = [v[0] if v else None for v in verdicts]
-    failures = [
-        Failure(row, group[0].token_ids, group[0].text, verdict)
-        for row, group, verdict in zip(rows, samples, first)
-        if verdict is not None and not verdict.correct
-    ]
+    n = len(rows)
+    # first[i][j]: sample j of problem i right at the first try (a prompt longer than the
+    # context has no samples: every one of its k counts as a context_overflow failure).
+    first = [[bool(v.correct) for v in vs] if vs else [False] * k for vs in verdicts]
+    first_errors: Counter[str] = Counter()
+    failures: list[Failure] = []
+    where: list[tuple[int, int]] = []  # failure -> (problem, sample)
+    for i, (row, group, vs) in enumerate(zip(rows, samples_, verdicts)):
+        if not vs:
+            first_errors["context_overflow"] += k
+            continue
+        for j, (sample, v) in enumerate(zip(group, vs)):
+            if not v.correct:
+                first_errors[v.error or "none"] += 1
+                failures.append(Failure(row, sample.token_ids, sample.text, v, sample_index=j))
+                where.append((i, j))
     # One reflection, one retry, at the eval temperature: the paper's second attempt.
     reflect_cfg = replace(
         cfg.episode,
@@ -58,35 +129,35 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         max_retry_tokens=e.max_tokens,
     )
     reflect = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
-                            reflect_cfg, engine.max_model_len)  # fmt: skip
+                            reflect_cfg, engine.max_model_len, noise=noise)  # fmt: skip
     batch = reflect.run(failures) if failures else None
     episodes = batch.episodes if batch else []
-    n = len(rows)
-    first_ok = sum(1 for v in first if v is not None and v.correct)
-    fixed = sum(1 for ep in episodes if ep.verdicts and ep.verdicts[0].correct)
-    second_errors = Counter(
-        (ep.verdicts[0].error if ep.verdicts else "context_overflow") or "none"
-        for ep in episodes
-        if not (ep.verdicts and ep.verdicts[0].correct)
-    )
-    first_errors = Counter(
-        (v.error if v else "context_overflow") for v in first if v is None or not v.correct
-    )
+    second = [list(row) for row in first]
+    second_errors: Counter[str] = Counter()
+    for ep in episodes:
+        i, j = where[ep.failure_index]
+        if ep.verdicts and ep.verdicts[0].correct:
+            second[i][j] = True
+        else:
+            error = ep.verdicts[0].error if ep.verdicts else "context_overflow"
+            second_errors[error or "none"] += 1
+    total = n * k
+    first_ok = sum(map(sum, first))
+    fixed = sum(map(sum, second)) - first_ok
     lengths = [ep.reflection_len for ep in episodes if ep.reflection_len]
-    # Per query, in row order: what a paired test (`rrr eval --compare`) matches on.
-    fixed_rows = {
-        id(failures[ep.failure_index].row)
-        for ep in episodes
-        if ep.verdicts and ep.verdicts[0].correct
-    }
     per_query = [
         {
             "key": engine.task.row_key(row),
-            "first": bool(v is not None and v.correct),
-            "second": bool(v is not None and v.correct) or id(row) in fixed_rows,
+            "samples": k,
+            "first": sum(f),  # correct first tries of this problem's k samples
+            "second": sum(s),
+            "first_outcomes": [int(x) for x in f],
+            "second_outcomes": [int(x) for x in s],
         }
-        for row, v in zip(rows, first)
+        for row, f, s in zip(rows, first, second)
     ]
+    first_rates = t_test([sum(f) / k for f in first])
+    second_rates = t_test([sum(s) / k for s in second])
     examples = [
         {
             "row": failures[ep.failure_index].row,
@@ -105,19 +176,32 @@ def evaluate(cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]]) -> 
         "family": engine.task.family,
         "source": cfg.data.eval_source or cfg.data.source,
         "num_queries": n,
-        "first_try_accuracy": first_ok / n if n else 0.0,
-        "second_try_accuracy": (first_ok + fixed) / n if n else 0.0,
+        "samples_per_problem": k,
+        "num_samples": total,
+        "first_try_accuracy": first_ok / total if total else 0.0,
+        "second_try_accuracy": (first_ok + fixed) / total if total else 0.0,
+        # 95 % t intervals over the n per-problem rates (the problem is the unit).
+        "first_try_interval": _clip(first_rates.interval),
+        "second_try_interval": _clip(second_rates.interval),
         "first_try_correct": first_ok,
         "fixed_by_reflection": fixed,
-        "first_try_errors": {k: c / n for k, c in sorted(first_errors.items())},
-        "second_try_errors": {k: c / n for k, c in sorted(second_errors.items())},
+        "first_try_errors": {c: m / total for c, m in sorted(first_errors.items())},
+        "second_try_errors": {c: m / total for c, m in sorted(second_errors.items())},
         "first_try_error_counts": dict(sorted(first_errors.items())),
         "avg_reflection_tokens": sum(lengths) / len(lengths) if lengths else 0.0,
         "examples": examples,
         "per_query": per_query,
-        "temperature": cfg.eval.temperature,
+        "temperature": e.temperature,
+        "eval_seed": e.seed,
+        # "keyed": common random numbers (rrr/crn.py); "greedy": no noise at all.
+        "noise": "keyed" if noise else "greedy",
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _clip(interval: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = interval
+    return (max(0.0, lo) if math.isfinite(lo) else 0.0, min(1.0, hi) if math.isfinite(hi) else 1.0)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -133,14 +217,17 @@ def markdown_table(results: list[dict[str, Any]], labels: list[str]) -> str:
     lines = [
         f"## {results[0]['task']}: accuracy (paper Tables 1/2)",
         "",
-        "| run | model | n | 1st try | + reflection 2nd try | avg reflection tokens |",
+        "| run | model | problems x samples | 1st try | + reflection 2nd try | "
+        "avg reflection tokens |",
         "|---|---|---|---|---|---|",
     ]
     for label, r in zip(labels, results):
         lines.append(
-            f"| {label} | {r['model']} | {r['num_queries']} | {_pct(r['first_try_accuracy'])} | "
-            f"{_pct(r['second_try_accuracy'])} | {r['avg_reflection_tokens']:.1f} |"
+            f"| {label} | {r['model']} | {r['num_queries']} x {r.get('samples_per_problem', 1)} "
+            f"| {_acc(r, 'first')} | {_acc(r, 'second')} | {r['avg_reflection_tokens']:.1f} |"
         )
+    lines.append("")
+    lines.append("(95 % intervals over problems; error shares below are over all samples)")
     lines += [
         "",
         "## First-try error categories (paper Tables 4/5)",
@@ -152,6 +239,12 @@ def markdown_table(results: list[dict[str, Any]], labels: list[str]) -> str:
         cells = " | ".join(_pct(r["first_try_errors"].get(c, 0.0)) for c in cats)
         lines.append(f"| {label} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _acc(r: dict[str, Any], attempt: str) -> str:
+    value = r[f"{attempt}_try_accuracy"]
+    interval = r.get(f"{attempt}_try_interval")
+    return _pct_ci(value, interval) if interval else _pct(value)
 
 
 def bar_chart(results: list[dict[str, Any]], labels: list[str], path: Path) -> None:
@@ -189,8 +282,9 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
 
 
 def compare(a: Path, b: Path, out: Path) -> dict[str, Path]:
-    """Side by side: e.g. vanilla (A) vs trained (B), with 95 % intervals and, over the
-    problems both evaluated, an exact McNemar test of each difference (compare.json)."""
+    """Side by side: e.g. vanilla (A) vs trained (B), and over the problems both evaluated a
+    paired t test on the per-problem rate differences, its minimum detectable effect, and
+    the discordance of paired samples (compare.json)."""
     runs = [json.loads(_results_file(p).read_text()) for p in (a, b)]
     labels = [f"A: {a}", f"B: {b}"]
     out.mkdir(parents=True, exist_ok=True)
@@ -202,8 +296,15 @@ def compare(a: Path, b: Path, out: Path) -> dict[str, Path]:
     return paths
 
 
+def _outcomes(q: dict[str, Any], attempt: str) -> list[int]:
+    """A problem's per-sample outcomes (results.json of before issue 23: one bool)."""
+    listed = q.get(f"{attempt}_outcomes")
+    return [int(x) for x in listed] if listed is not None else [int(bool(q[attempt]))]
+
+
 def _keyed(per_query: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    # A generated source can repeat a problem: the i-th occurrence pairs with the i-th.
+    # Older results could repeat a problem (a generated source draws with replacement): the
+    # i-th occurrence pairs with the i-th. Current ones hold each problem once.
     seen: Counter[str] = Counter()
     out = {}
     for q in per_query:
@@ -212,49 +313,110 @@ def _keyed(per_query: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def coupling(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """'coupled': both runs drew keyed noise with one seed and temperature, so sample j of a
+    problem saw the same noise in both; 'greedy': neither drew noise; else 'independent'."""
+    if a.get("noise") == b.get("noise") == "greedy":
+        return "greedy"
+    same = a.get("eval_seed") == b.get("eval_seed") and a.get("temperature") == b.get(
+        "temperature"
+    )
+    return "coupled" if a.get("noise") == b.get("noise") == "keyed" and same else "independent"
+
+
 def paired_tests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Exact McNemar per attempt over the problems both runs judged, matched by row key."""
+    """Paired t test over the problems both runs judged (matched by row key), on d_i =
+    rate_B(i) - rate_A(i); never on the flattened samples, which are clustered by problem."""
     if "per_query" not in a or "per_query" not in b:
         return {}
     ka, kb = _keyed(a["per_query"]), _keyed(b["per_query"])
-    common = [k for k in ka if k in kb]
-    out: dict[str, Any] = {"paired_queries": len(common)}
+    common = [key for key in ka if key in kb]
+    out: dict[str, Any] = {
+        "paired_queries": len(common),
+        "samples_a": a.get("samples_per_problem", 1),
+        "samples_b": b.get("samples_per_problem", 1),
+        "coupling": coupling(a, b),
+        "target_mde": TARGET_MDE,
+    }
     for attempt in ("first", "second"):
-        t = mcnemar([ka[k][attempt] for k in common], [kb[k][attempt] for k in common])
-        lo, hi = t.difference_interval()
-        out[attempt] = {
-            "a_accuracy": t.a_correct / t.n if t.n else 0.0,
-            "b_accuracy": t.b_correct / t.n if t.n else 0.0,
-            "a_interval": wilson_interval(t.a_correct, t.n),
-            "b_interval": wilson_interval(t.b_correct, t.n),
-            "difference": t.difference,
-            "difference_interval": (lo, hi),
-            "only_a": t.only_a,
-            "only_b": t.only_b,
+        xa = [_outcomes(ka[key], attempt) for key in common]
+        xb = [_outcomes(kb[key], attempt) for key in common]
+        rate_a = [sum(x) / len(x) for x in xa]
+        rate_b = [sum(x) / len(x) for x in xb]
+        t = t_test([rb - ra for ra, rb in zip(rate_a, rate_b)])
+        ta, tb = t_test(rate_a), t_test(rate_b)
+        row: dict[str, Any] = {
+            "a_accuracy": ta.mean,
+            "b_accuracy": tb.mean,
+            "a_interval": _clip(ta.interval),
+            "b_interval": _clip(tb.interval),
+            "difference": t.mean,
+            "difference_interval": t.interval,
+            "difference_sd": t.sd,
             "p_value": t.p_value,
+            "only_a": sum(1 for ra, rb in zip(rate_a, rate_b) if ra > rb),  # problems A did better
+            "only_b": sum(1 for ra, rb in zip(rate_a, rate_b) if rb > ra),
+            # What this comparison could see: the true difference it detects with 80 % power.
+            "mde_80": minimum_detectable_effect(t.sd, t.n),
+            # Paired samples (problem, sample j) whose outcomes differ; with coupled noise this
+            # is the coupled discordance.
+            "discordance": discordance(xa, xb),
         }
+        row["samples_for_target_mde"] = _samples_needed(xa, xb, t.n, t.sd)
+        out[attempt] = row
     return out
+
+
+def _samples_needed(xa: list[list[int]], xb: list[list[int]], n: int, sd: float) -> dict:
+    """k for an MDE of TARGET_MDE over these n problems, with this pair's coupling."""
+    k = min((len(x) for x in xa + xb), default=0)
+    if k >= 2:
+        comps = variance_components([[y - x for x, y in zip(ra[:k], rb[:k])]
+                                     for ra, rb in zip(xa, xb)])  # fmt: skip
+        return {"k": samples_for_mde(TARGET_MDE, n, comps), "between_var": comps.between,
+                "within_var": comps.within, "basis": "variance components"}  # fmt: skip
+    if k == 1 and n >= 2:
+        # One sample: between and within cannot be told apart. Treating all of Var(d) as
+        # within-problem noise (which k divides) gives the fewest samples that could do.
+        mde1 = minimum_detectable_effect(sd, n)
+        return {"k": max(1, math.ceil((mde1 / TARGET_MDE) ** 2)), "basis": "lower bound (k=1)"}
+    return {"k": None, "basis": "too few problems"}
 
 
 def paired_markdown(runs: list[dict[str, Any]], paired: dict[str, Any]) -> str:
     if not paired:
         return "\n(no per-query outcomes in one of the runs: no paired test)\n"
     n = paired["paired_queries"]
+    ka, kb = paired["samples_a"], paired["samples_b"]
+    noise = {
+        "coupled": "common random numbers: same eval seed, sample j saw the same noise",
+        "greedy": "greedy decoding: no noise",
+        "independent": "independent noise: different eval seeds or decoding",
+    }[paired["coupling"]]
     lines = [
         "",
-        f"## B vs A on the same {n} problems (95 % intervals, exact McNemar test)",
+        f"## B vs A on the same {n} problems (k = {ka} vs {kb} samples; {noise})",
         "",
-        "| attempt | A | B | B - A | A right, B wrong | B right, A wrong | p |",
-        "|---|---|---|---|---|---|---|",
+        "Paired t test over problems on the per-problem success-rate differences; 95 % "
+        "intervals. MDE: the smallest true difference this n and k detect with 80 % power.",
+        "",
+        "| attempt | A | B | B - A | p | MDE (80 %) | discordance | k for a "
+        f"{100 * paired['target_mde']:.0f}-pt MDE |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for attempt, name in (("first", "1st try"), ("second", "+ reflection 2nd try")):
         t = paired[attempt]
         lo, hi = t["difference_interval"]
+        need = t["samples_for_target_mde"]
+        need_k = "-" if need["k"] is None else (
+            f">= {need['k']}" if need["basis"].startswith("lower") else str(need["k"])
+        )
         lines.append(
             f"| {name} | {_pct_ci(t['a_accuracy'], t['a_interval'])} | "
             f"{_pct_ci(t['b_accuracy'], t['b_interval'])} | "
             f"{100 * t['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-            f"{t['only_a']} | {t['only_b']} | {t['p_value']:.3g} |"
+            f"{t['p_value']:.3g} | {100 * t['mde_80']:.1f} pts | {t['discordance']:.3f} | "
+            f"{need_k} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -279,37 +441,98 @@ def _examples_md(results: dict[str, Any]) -> str:
 
 
 
+def run_placebo(results: dict[str, Any], k: int, splits: int, seed: int = 0) -> dict[str, Any]:
+    """The paired test's false-positive rate, model vs itself, from an evaluation that drew
+    >= 2k samples per problem (each with its own keyed noise: independent draws). Every split
+    assigns each problem's samples at random to two disjoint k-sample runs A and B
+    (rrr.stats.placebo), i.e. two evaluations of one model under different noise; the share of
+    splits with p < 0.05 should be near 5 %."""
+    out: dict[str, Any] = {"model": results["model"], "num_queries": results["num_queries"],
+                           "k": k, "pool": results.get("samples_per_problem", 1),
+                           "splits": splits, "alpha": 0.05}  # fmt: skip
+    for attempt in ("first", "second"):
+        pools = [_outcomes(q, attempt) for q in results["per_query"]]
+        pl = placebo(pools, k, splits=splits, alpha=0.05, seed=seed)
+        out[attempt] = {"false_positive_rate": pl.rate, "false_positives": pl.false_positives,
+                        "problems": pl.n}  # fmt: skip
+    return out
+
+
+def placebo_markdown(p: dict[str, Any]) -> str:
+    lines = [
+        f"## Placebo: {p['model']} vs itself ({p['num_queries']} problems, k = {p['k']} "
+        f"samples a side from {p['pool']} per problem, {p['splits']} splits)",
+        "",
+        "Share of splits where the paired t test says p < 0.05 (its false-positive rate; "
+        "a calibrated test gives about 5 %):",
+        "",
+        "| attempt | false positives | rate |",
+        "|---|---|---|",
+    ]
+    for attempt, name in (("first", "1st try"), ("second", "+ reflection 2nd try")):
+        r = p[attempt]
+        lines.append(f"| {name} | {r['false_positives']} / {p['splits']} | "
+                     f"{100 * r['false_positive_rate']:.1f} % |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output directory (default: <logging.output_dir>/eval)")
     parser.add_argument(
         "--compare", nargs=2, metavar=("A", "B"), help="compare two results.json (or their dirs)"
     )
+    parser.add_argument(
+        "--placebo", action="store_true",
+        help="compare the model with itself: evaluate 2k samples per problem "
+        "(k = eval.samples_per_problem), split them into two k-sample runs --splits times and "
+        "report the paired test's false-positive rate at alpha 0.05 (placebo.json/.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--placebo-from", metavar="RESULTS",
+        help="with --placebo: reuse the samples of an earlier results.json (or its dir) "
+        "instead of evaluating",
+    )  # fmt: skip
+    parser.add_argument("--splits", type=int, default=200, help="placebo splits (default 200)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-
     out = Path(args.out) if args.out else Path(cfg.logging.output_dir) / "eval"
     if args.compare:
         paths = compare(Path(args.compare[0]), Path(args.compare[1]), out)
         print(paths["md"].read_text())
         print(f"wrote {paths['md']} and {paths['png']}")
         return 0
+    k = cfg.eval.samples_per_problem
+    if args.placebo and cfg.eval.temperature == 0:
+        raise ConfigError("eval.temperature: the placebo needs sampling (> 0); greedy decoding "
+                          "gives one outcome per problem, identical on both sides")  # fmt: skip
+    if args.placebo and args.placebo_from:
+        results = json.loads(_results_file(Path(args.placebo_from)).read_text())
+    else:
+        results = evaluate_model(cfg, samples=2 * k if args.placebo else None)
+        paths = write_results(results, out)
+        print(paths["md"].read_text())
+        print(f"results: {paths['json']}  table: {paths['md']}  chart: {paths['png']}")
+    if args.placebo:
+        p = run_placebo(results, k, args.splits)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "placebo.json").write_text(json.dumps(p, indent=2))
+        (out / "placebo.md").write_text(placebo_markdown(p))
+        print(placebo_markdown(p))
+        print(f"placebo: {out / 'placebo.json'}")
+    return 0
 
+
+def evaluate_model(cfg: Config, samples: int | None = None) -> dict[str, Any]:
+    """Start the generation stack, evaluate cfg.model on the held-out problems, tear down."""
     from rrr.driver.stack import generation_stack
     from rrr.models import trained_provenance
-    from rrr.tasks.loading import load_rows
 
     with generation_stack(cfg) as stack:
-        source = cfg.data.eval_source or cfg.data.source
-        split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
-        loaded = load_rows(stack.task, source, split=split, limit=cfg.data.eval_limit)
-        log.info(loaded.summary())
-        results = evaluate(cfg, stack.engine, loaded.rows)
-        results["skipped_rows"] = dict(loaded.skipped)
+        rows, info = load_eval_rows(cfg, stack.task)
+        results = evaluate(cfg, stack.engine, rows, samples=samples)
+        results.update(info)
     # Vanilla or trained, for `rrr paper-report`: null for a model rrr did not train, else the
     # export/checkpoint it came from (step, run directory, base model).
     results["trained"] = trained_provenance(cfg.model.name_or_path)
-    paths = write_results(results, out)
-    print(paths["md"].read_text())
-    print(f"results: {paths['json']}  table: {paths['md']}  chart: {paths['png']}")
-    return 0
+    return results

@@ -132,11 +132,7 @@ def train(cfg: Config) -> dict[str, Any]:
                     if cfg.cluster.colocate:
                         learners.release_memory()  # vLLM wakes into what the learner cached
                         stack.fleet.call_all("wake_up")
-                    sync_t = (
-                        push_weights(sync, stack.fleet)
-                        if step % cfg.sync.every_n_steps == 0
-                        else None
-                    )
+                    sync_t = push_weights(sync, stack.fleet) if sync_due(cfg, step) else None
                 metrics = step_metrics(
                     episodes, learn, sync_t, timings, time.perf_counter() - t_step, sampler
                 )
@@ -312,22 +308,33 @@ def eval_due(cfg: Config, step: int) -> bool:
     return step % every == 0 or step == cfg.learner.max_steps
 
 
-def periodic_eval(cfg: Config, stack: Any, run_dir: Path, step: int) -> dict[str, float]:
-    """Evaluate the current policy on the held-out slice; the full results (per-query outcomes
-    included) go to run_dir/eval/step_XXXXXXXX, so `rrr eval --compare` pairs any two steps."""
-    from rrr.driver.evaluate import evaluate, write_results
-    from rrr.tasks.loading import load_rows
+def sync_due(cfg: Config, step: int) -> bool:
+    """Push the weights after this step: every sync.every_n_steps steps, and before every
+    periodic evaluation. With every_n_steps > 1 an evaluation on a step that would not sync
+    would otherwise score stale rollout weights (the last step's included); syncing first
+    (rather than evaluating only synced steps) keeps the evaluation schedule and always scores
+    the learner's weights. The rollouts after it then use these fresher weights."""
+    return step % cfg.sync.every_n_steps == 0 or eval_due(cfg, step)
 
-    source = cfg.data.eval_source or cfg.data.source
-    split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
-    rows = load_rows(stack.task, source, split=split, limit=cfg.logging.eval_size).rows
+
+def periodic_eval(cfg: Config, stack: Any, run_dir: Path, step: int) -> dict[str, float]:
+    """Evaluate the current policy on the held-out problems, with the same procedure as a
+    fresh `rrr eval` (rrr/driver/evaluate.py: distinct problems, k samples, noise keyed on
+    eval.seed, not on the run's history); the full results (per-problem outcomes included) go
+    to run_dir/eval/step_XXXXXXXX, so `rrr eval --compare` pairs any two steps."""
+    from rrr.driver.evaluate import evaluate, load_eval_rows, write_results
+
+    rows, info = load_eval_rows(cfg, stack.task)
+    # KV cached by training prompts was computed in other batches; a fresh engine has none.
+    stack.fleet.call_all("reset_prefix_cache")
     r = evaluate(cfg, stack.engine, rows)
+    r.update(info)
     r["step"] = step
     write_results(r, run_dir / "eval" / f"step_{step:08d}")
     log.info(
-        "held-out eval at step %d (%d queries, %.0f s): 1st try %.1f%%, 2nd try %.1f%%",
-        step, r["num_queries"], r["seconds"], 100 * r["first_try_accuracy"],
-        100 * r["second_try_accuracy"],
+        "held-out eval at step %d (%d problems x %d samples, %.0f s): 1st try %.1f%%, "
+        "2nd try %.1f%%", step, r["num_queries"], r["samples_per_problem"], r["seconds"],
+        100 * r["first_try_accuracy"], 100 * r["second_try_accuracy"],
     )  # fmt: skip
     return {
         "eval/first_try_accuracy": r["first_try_accuracy"],

@@ -346,3 +346,37 @@ def generate_problems(
         part=part,
     )
     return list(islice(stream, n))
+
+
+MAX_ENUMERATED_TUPLES = 200_000  # number tuples count_problems will enumerate before giving up
+
+
+def count_problems(
+    *,
+    min_nums: int = 3,
+    max_nums: int = 4,
+    min_num: int = 1,
+    max_num: int = 99,
+    min_target: int = 10,
+    max_target: int = 100,
+    ops: str = ALL_OPS,
+    part: str = "all",
+) -> int | None:
+    """How many distinct problems (ordered numbers, target) these settings can generate: the
+    universe a seeded sample with replacement is drawn from. None when that needs more than
+    MAX_ENUMERATED_TUPLES number tuples (the paper's 3-4 numbers in 1-99: ~10^8)."""
+    from itertools import product
+
+    _check_ranges(min_nums, max_nums, min_num, max_num, min_target, max_target)
+    span = max_num - min_num + 1
+    if sum(span**c for c in range(min_nums, max_nums + 1)) > MAX_ENUMERATED_TUPLES:
+        return None
+    solver = _solver(check_ops(ops))
+    total = 0
+    for count in range(min_nums, max_nums + 1):
+        for nums in product(range(min_num, max_num + 1), repeat=count):
+            reach = solver.reach(tuple(sorted(nums)))
+            for target in range(min_target, max_target + 1):
+                if target in reach and (part == "all" or problem_part(list(nums), target) == part):
+                    total += 1
+    return total

@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 from rrr.errors import RRRError
 from rrr.tasks.base import Row, RowError, Task
-from rrr.tasks.countdown_gen import generate_problems
+from rrr.tasks.countdown_gen import count_problems, generate_problems
 
 LOCAL_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".parquet")
 _SPLIT_NAMES: tuple[str, ...] = ("train", "test", "validation", "valid", "dev", "eval")
@@ -330,6 +330,19 @@ def parse_gen_source(source: str) -> tuple[str, dict[str, Any]]:
             known = [*_GEN_INT_KEYS, *_GEN_STR_KEYS]
             raise ValueError(f"unknown generator option {key!r} in {source!r}; known: {known}")
     return name, options
+
+
+def source_universe(source: str) -> int | None:
+    """How many distinct problems a source can hold at most: for a generated source, the
+    problems its settings can generate (whatever n, seed); None where unknown (files, hub
+    datasets: their distinct rows are what `load_rows(..., dedupe=True)` counts)."""
+    if not source.startswith("gen:"):
+        return None
+    name, options = parse_gen_source(source)
+    if name != "countdown":
+        return None
+    options = {k: v for k, v in options.items() if k not in ("n", "seed")}
+    return count_problems(**options)
 
 
 def _generated(task: Task, source: str, limit: int | None) -> list[Raw]:
