@@ -370,7 +370,7 @@ def paired_tests(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _samples_needed(xa: list[list[int]], xb: list[list[int]], n: int, sd: float) -> dict:
     """k for an MDE of TARGET_MDE over these n problems, with this pair's coupling."""
     k = min((len(x) for x in xa + xb), default=0)
-    if k >= 2:
+    if k >= 2 and n >= 2:
         comps = variance_components([[y - x for x, y in zip(ra[:k], rb[:k])]
                                      for ra, rb in zip(xa, xb)])  # fmt: skip
         return {"k": samples_for_mde(TARGET_MDE, n, comps), "between_var": comps.between,
