@@ -5,7 +5,8 @@
 # with the last step (trained), and the training curves.
 #   bash scripts/replicate-cpu.sh                      # into runs/replicate
 #   bash scripts/replicate-cpu.sh learner.lr=1e-5      # any dotted override
-# Results: RUN/compare/compare.md (table, 95 % intervals, McNemar), RUN/report.png (curves).
+# Results: RUN/compare/compare.md (table, 95 % intervals, paired t test over problems, MDE),
+# RUN/report.png (curves).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rrr="${RRR:-.venv/bin/rrr}"

@@ -36,7 +36,7 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
         # Held-out evaluation before the first step (vanilla), every 2 steps and at the last.
         "logging.eval_every=2", "logging.eval_at_start=true", "data.eval_limit=2",
         f"data.eval_source={sample_data / 'countdown_sample.jsonl'}", "eval.max_tokens=12",
-        "eval.max_reflection_tokens=8",
+        "eval.max_reflection_tokens=8", "eval.temperature=0.8", "eval.samples_per_problem=2",
         f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
     assert main(args) == 0
@@ -56,6 +56,24 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
         assert {"timing/rollout_s", "timing/learn_s", "timing/sync_s", "kl", "loss"} <= set(m)
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step_00000001", "step_00000002"]
+
+    # Issue 23: the step-0 evaluation ran in the training engine after build-failures had
+    # sampled from it; a fresh `rrr eval` of the same weights (the base model) in a new engine
+    # gives the same per-problem outcomes, and the same texts, sample for sample.
+    fresh = tmp_path / "fresh"
+    keep = ("model.", "data.", "eval.", "rollout.")
+    assert main(["eval", "--config", args[2], "--out", str(fresh),
+                 *[a for a in args[3:] if a.startswith(keep)]]) == 0  # fmt: skip
+    capsys.readouterr()
+    step0 = json.loads((run / "eval" / "step_00000000" / "results.json").read_text())
+    again = json.loads((fresh / "results.json").read_text())
+    assert step0["samples_per_problem"] == again["samples_per_problem"] == 2
+    assert step0["noise"] == again["noise"] == "keyed"
+    assert step0["per_query"] == again["per_query"]
+    texts = [(x["first_try"], x["reflection"], x["retry"]) for x in step0["examples"]]
+    assert texts and texts == [(x["first_try"], x["reflection"], x["retry"])
+                               for x in again["examples"]]  # fmt: skip
+    assert len({t[0] for t in texts}) > 1  # the samples differ: there is noise to agree on
     assert (run / "failures" / "manifest.json").is_file()
 
     # Restart with the same output directory and one more step: resumes at step 3.
