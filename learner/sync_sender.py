@@ -28,16 +28,17 @@ import torch
 
 from learner.buckets import from_wire, pack_bucket, plan_buckets, to_wire
 from learner.manifest import WeightManifest
-
-SHM_DIR = "/dev/shm"
+from rrr.shm import free_bytes
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
     """Where this process's weights live: node, device kind, and (GPU) the device's UUID, so
-    the driver can tell two actors that share one GPU (colocated) from two that do not."""
+    the driver can tell two actors that share one GPU (colocated) from two that do not; and the
+    free bytes of this node's /dev/shm (the object-store sync's `shm` transport needs room)."""
     import ray
 
-    info: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "device": device.type}
+    info: dict[str, Any] = {"node": ray.get_runtime_context().get_node_id(), "device": device.type,
+                            "shm_free": free_bytes()}  # fmt: skip
     if device.type == "cuda":
         info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
     return info

@@ -40,8 +40,8 @@ from learner.group import gather as gather_learners
 from rrr.config import SyncConfig
 from rrr.errors import RRRError
 from rrr.placement import DeviceRef, choose_sync_backend
+from rrr.shm import SHM_DIR, choose_transport
 
-SHM_DIR = "/dev/shm"
 log = logging.getLogger(__name__)
 
 
@@ -256,9 +256,19 @@ class ObjectStoreSync:
         self.learners, self.fleet = learners, fleet
         learner, receivers = endpoints(learners, fleet, self.timeout_s)
         self.wire_dtype = receivers[0]["workers"][0]["dtype"]
-        if self.transport == "auto":
-            same_node = all(r["node"] == learner["node"] for r in receivers)
-            self.transport = "shm" if same_node and os.path.isdir(SHM_DIR) else "object"
+        # The plan of one unbounded bucket is the size of a push, read from the manifest.
+        (whole,) = gather_learners(
+            [learners.actors[0].sync_plan.remote(1 << 62, self.wire_dtype)], "a sync plan"
+        )[0]["buckets"]
+        same_node = all(r["node"] == learner["node"] for r in receivers)
+        try:
+            self.transport, why = choose_transport(
+                self.transport, same_node, int(learner.get("shm_free", 0)), whole["nbytes"]
+            )
+        except ValueError as exc:
+            raise SyncError(f"object_store sync: {exc}") from exc
+        if self.transport == "object" and same_node:
+            log.warning("weight sync: the Ray object store instead of %s: %s", SHM_DIR, why)
 
     def push(self) -> SyncTimings:
         t_start = time.perf_counter()
