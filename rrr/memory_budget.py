@@ -12,6 +12,11 @@ Learner rank (DeepSpeed mixed precision, `learner/engines.py::deepspeed_config`)
   activations  with gradient checkpointing, one hidden state per layer per token plus one
                layer's recomputation; without it, every layer's (rough: ~16 hidden-size
                vectors and 3 MLP-size vectors per token per layer)
+Collective weight sync (`sync_buffer_bytes`), outside both budgets above: learner rank 0 keeps
+two pack buffers of the largest bucket; every vLLM worker, during a push, holds the bucket being
+received, one whose layer is still loading and the largest bucket (an embedding, about 1 GiB at
+7B, travels alone above `sync.bucket_mb` and, with a padded vocabulary, waits for vLLM's final
+pass: actors/worker_extension.py).
 vLLM worker: `rollout.gpu_memory_utilization` x device memory, of which the weights (w/TP
 bytes/param) and an activation reserve; the rest is KV cache, which must hold at least one
 `model.max_model_len` sequence or vLLM refuses to start.
@@ -104,3 +109,12 @@ def vllm_budget(cfg: Config, shape: ModelShape, device_gib: float) -> VllmBudget
     )
     budget.kv_tokens = int(kv * GIB // shape.kv_bytes_per_token(w, tp))
     return budget
+
+
+def sync_buffer_bytes(bucket_sizes: list[int], bucket_bytes: int) -> tuple[int, int]:
+    """Device bytes of the collective sync's buffers: (learner rank 0, each vLLM worker). A
+    tensor larger than `bucket_bytes` travels in a bucket of its own, so the largest bucket,
+    not `sync.bucket_mb`, sizes the buffers."""
+    largest = max(bucket_sizes, default=0)
+    regular = min(largest, bucket_bytes)
+    return 2 * largest, largest + 2 * regular

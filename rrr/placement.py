@@ -100,6 +100,15 @@ def colocated_bundles(cfg: Config) -> list[dict[str, float]]:
             f"rollout.num_workers={r.num_workers} must equal learner.num_learners="
             f"{lr.num_learners}"
         )
+    if r.tensor_parallel_size > 1 and r.num_gpus_per_worker > 0:
+        # vLLM starts TP workers through its own Ray executor, which would claim GPUs inside
+        # our placement group's bundle, not beside the learner's share of the same devices.
+        raise PlacementError(
+            f"cluster.colocate with rollout.tensor_parallel_size={r.tensor_parallel_size} is "
+            "not supported (vLLM's Ray executor would place its TP workers itself): set "
+            "rollout.tensor_parallel_size=1, or cluster.colocate=false with whole GPUs per "
+            "rollout worker"
+        )
     gpus = r.num_gpus_per_worker + lr.num_gpus_per_learner
     if gpus > 1 + EPS and (r.num_gpus_per_worker % 1 or lr.num_gpus_per_learner % 1):
         raise PlacementError(

@@ -134,3 +134,57 @@ def test_zero_stages_shard_what_they_should() -> None:
     assert z2["optimizer"] == pytest.approx(12 * p / 4)
     assert z2["reference"] == pytest.approx(2 * p) and z3["reference"] == 0  # offloaded
     assert parts(2, 4, offload_optimizer="true")["optimizer"] == 0
+
+
+def test_oversize_buckets_size_the_sync_buffers(capsys: pytest.CaptureFixture) -> None:
+    """A 7B embedding (~1 GiB in bf16) travels alone, above sync.bucket_mb: the buffers on
+    learner rank 0 (two pack buffers) and on every vLLM worker are sized by it, and counted in
+    those GPUs' peaks (not in the other learner ranks')."""
+    from learner.buckets import plan_buckets
+    from rrr.memory_budget import sync_buffer_bytes
+
+    preset = ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml"
+    cfg = load_config(preset, [])
+    shape = model_shape(cfg.model.name_or_path)
+    cap = cfg.sync.bucket_mb << 20
+    sizes = [b.nbytes for b in plan_buckets(((n, "bfloat16", s) for n, s in shape.tensors()), cap)]
+    largest = max(sizes)
+    assert largest > cap  # the embedding
+    sender, receiver = sync_buffer_bytes(sizes, cap)
+    assert sender == 2 * largest and receiver == largest + 2 * cap
+    assert main(["plan", "--config", str(preset), "--cluster", "1x8@80"]) == 0
+    out = capsys.readouterr().out
+    gpus = [line for line in out.splitlines() if " GPU" in line and "peak" in line]
+    learners = [line for line in gpus if "learner:" in line]
+    with_sync = [line for line in learners if f"sync buffers {sender / GIB:.1f}" in line]
+    assert len(learners) == 4 and len(with_sync) == 1  # rank 0 only
+    vllm = [line for line in gpus if "vllm:" in line]
+    assert vllm and all(f"sync buffers {receiver / GIB:.1f}" in line for line in vllm)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("offload", [False, True])
+def test_the_reference_budget_is_where_the_engine_puts_it(stage: int, offload: bool) -> None:
+    """The plan counts the reference on the GPU exactly when the engine's reference config
+    keeps it there (learner/engines.py loads it under that config: a test in test_learner.py
+    checks that zero.Init then partitions it to CPU memory)."""
+    from learner.engines import deepspeed_config
+
+    cfg = load_config(None, [f"learner.zero_stage={stage}", "learner.num_learners=4",
+                             "learner.backend=deepspeed",
+                             f"learner.offload_reference={str(offload).lower()}"])  # fmt: skip
+    shape = ModelShape("m", hidden=1024, layers=4, heads=8, kv_heads=8, intermediate=2048,
+                       vocab=1000, tied=True)  # fmt: skip
+    engine_cfg = deepspeed_config(cfg.learner, gpu=True, reference=True)["zero_optimization"]
+    on_cpu = "offload_param" in engine_cfg
+    sharded = engine_cfg["stage"] == 3
+    reference = learner_budget(cfg, shape).parts["reference"] * GIB
+    expected = 0.0 if on_cpu else 2 * shape.params / (4 if sharded else 1)
+    assert reference == pytest.approx(expected)
+    assert on_cpu == (offload and stage == 3)
+
+
+def test_colocation_with_vllm_tensor_parallelism_is_refused(capsys: pytest.CaptureFixture) -> None:
+    err = _refused(["--config", str(ROOT / "configs/single-gpu.yaml"), "--cluster", "1x2@80",
+                    "rollout.tensor_parallel_size=2"], capsys)  # fmt: skip
+    assert "cluster.colocate" in err and "rollout.tensor_parallel_size=2" in err

@@ -19,10 +19,12 @@ import sys
 
 from rrr.config import Config
 from rrr.memory_budget import (
+    GIB,
     VLLM_SLEEPING_GIB,
     Budget,
     VllmBudget,
     learner_budget,
+    sync_buffer_bytes,
     vllm_budget,
 )
 from rrr.model_shapes import ModelShapeError, model_shape
@@ -60,9 +62,9 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
     """The plan as text; raises PlacementError on a config the cluster cannot run."""
     from learner.buckets import plan_buckets  # torch: imported only when planning
 
-    check_model_fits(cfg, shape)
     if cfg.cluster.colocate:
         colocated_bundles(cfg)  # the pairing the driver's placement group needs
+    check_model_fits(cfg, shape)
     placed = place(cfg, cluster)
     gpu = cluster.has_gpus and any(p.devices for p in placed)
     shared = shared_devices(placed)
@@ -100,7 +102,14 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
         f"sync       {backend} ({why}); {len(buckets)} bucket(s) of <= {cfg.sync.bucket_mb} MiB"
         f", {sum(b.nbytes for b in buckets) / 2**20:,.0f} MiB in {dtype} per push",
     ]
-    out += memory_lines(cfg, cluster, shape, placed, gpu)
+    sync_bytes = (0, 0)
+    if backend == "collective":
+        sync_bytes = sync_buffer_bytes([b.nbytes for b in buckets], cfg.sync.bucket_mb << 20)
+        largest = max(b.nbytes for b in buckets)
+        out.append(f"           buffers: {sync_bytes[0] / 2**20:,.0f} MiB on learner rank 0, "
+                   f"{sync_bytes[1] / 2**20:,.0f} MiB on each vLLM worker during a push "
+                   f"(largest bucket {largest / 2**20:,.0f} MiB)")  # fmt: skip
+    out += memory_lines(cfg, cluster, shape, placed, gpu, sync_bytes)
     return out
 
 
@@ -121,7 +130,11 @@ def check_model_fits(cfg: Config, shape) -> None:
         )
 
 
-def memory_lines(cfg: Config, cluster, shape, placed, gpu: bool) -> list[str]:
+def memory_lines(
+    cfg: Config, cluster, shape, placed, gpu: bool, sync_bytes: tuple[int, int] = (0, 0)
+) -> list[str]:
+    """Every GPU's budget; `sync_bytes`: the collective sync's buffers (learner rank 0, each
+    vLLM worker), allocated outside vLLM's gpu_memory_utilization share."""
     from rrr.placement import PlacementError
 
     if not gpu:
@@ -140,6 +153,9 @@ def memory_lines(cfg: Config, cluster, shape, placed, gpu: bool) -> list[str]:
         budget = learner_budget(cfg, shape) if p.role == "learner" else vllm_budget(
             cfg, shape, mem
         )
+        extra = sync_bytes[1] if p.role != "learner" else sync_bytes[0] if p.rank == 0 else 0
+        if extra:
+            budget.parts["sync buffers"] = extra / GIB
         for index, _ in p.devices:
             on_device.setdefault((p.node, index), []).append(budget)
     for (node, index), budgets in sorted(on_device.items()):
