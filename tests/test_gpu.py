@@ -21,6 +21,31 @@ def _group(model_path: str, gpus: float):
     return LearnerGroup(cfg, model_path)
 
 
+@pytest.mark.parametrize("offload", [False, True], ids=["on-device", "offload_optimizer"])
+def test_deepspeed_optimizer_builds_and_steps_without_compiling(tiny_model_path, offload):
+    """bf16 DeepSpeed ZeRO-2 on the GPU builds torch's fused AdamW (on the device, or on the
+    offloaded fp32 master weights in host memory) and takes two steps, with no op to compile.
+    CPU twin: tests/test_learner.py::test_deepspeed_zero2_on_cpu_matches_the_torch_engine_..."""
+    from learner.batch import build_train_batch, shard_batch
+    from learner.worker import LearnerWorker
+    from rrr.config import LearnerConfig
+    from tests.test_learner import _episodes
+
+    cfg = LearnerConfig(backend="deepspeed", zero_stage=2, bf16=True, lr=1e-3,
+                        lr_scheduler="constant", warmup_ratio=0.0, max_steps=5, kl_coef=0.0,
+                        gradient_checkpointing=False, micro_batch_size=2,
+                        offload_optimizer=offload)  # fmt: skip
+    worker = LearnerWorker(tiny_model_path, cfg)
+    engine = worker.engine.engine
+    assert type(engine.basic_optimizer) is torch.optim.AdamW
+    assert engine.basic_optimizer.defaults["fused"] is True
+    assert engine.zero_cpu_offload() is offload
+    for seed in (0, 1):
+        batch = build_train_batch(*_episodes(n=8, seed=seed), 4)
+        metrics = worker.step(shard_batch(batch, 1, 3)[0])
+        assert torch.isfinite(torch.tensor(metrics["loss"])) and metrics["grad_norm"] > 0
+
+
 def test_colocated_one_gpu_sync_gives_vllm_the_learners_weights(ray_local, tiny_model_path):
     """Learner and vLLM share one GPU (fractional Ray GPUs): the backend is object_store (NCCL
     cannot pair two ranks on one device); after a step, sleep/wake and a push, vLLM's

@@ -304,27 +304,39 @@ def test_deepspeed_engine_takes_the_shared_layout(tiny_model_path, batch):
 
 @pytest.mark.gpu
 def test_shared_layout_on_gpu_bf16_sdpa(smollm2_path, batch):
-    """The GPU path: bf16 autocast over SDPA's CUDA kernels with the 4D mask (the memory-
-    efficient kernel takes it; flash does not and is never picked with a mask)."""
+    """The GPU path: bf16 autocast over SDPA's memory-efficient CUDA kernel (forced: it takes
+    the 4D block mask; flash does not and is never picked with a mask) gives the unshared
+    layout's log-probs and gradients; the peak memory of each layout is printed (gpu-check.sh
+    puts it in its summary)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from transformers import AutoModelForCausalLM
 
     cuda = torch.device("cuda")
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).to(cuda)
+    model = AutoModelForCausalLM.from_pretrained(
+        smollm2_path, dtype=torch.float32, attn_implementation="sdpa"
+    ).to(cuda)
     assert shared_prefix_unsupported(model) is None
     m = batch.mask.to(cuda)
     kw = {"device": cuda, "autocast": torch.bfloat16}
-    with torch.no_grad():
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION), torch.no_grad():
         unshared = layout_logprobs(model, unshared_layout(batch), **kw)
         shared = layout_logprobs(model, shared_layout(batch), **kw)
     # bf16 activations: a few 1e-2 of absolute log-prob noise between batch shapes.
     torch.testing.assert_close(shared[m], unshared[m], rtol=2e-2, atol=1e-1)
-    grads = []
+    grads, peaks = [], {}
     for make in (unshared_layout, shared_layout):
         model.zero_grad(set_to_none=True)
-        lp = layout_logprobs(model, make(batch), **kw)
-        old, adv = batch.old_logprobs.to(cuda), batch.advantages.to(cuda)
-        loss, _ = policy_loss(lp, old, None, adv, m, kl_coef=0.0)
-        loss.backward()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
+            lp = layout_logprobs(model, make(batch), **kw)
+            old, adv = batch.old_logprobs.to(cuda), batch.advantages.to(cuda)
+            loss, _ = policy_loss(lp, old, None, adv, m, kl_coef=0.0)
+            loss.backward()
+        peaks[make.__name__] = (torch.cuda.max_memory_allocated() - base) / 2**20
         grads.append(torch.cat([p.grad.flatten().float() for p in model.parameters()]))
+    print("shared-prefix peak memory above the weights (MiB): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))  # fmt: skip
     cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert cos > 0.999, cos
