@@ -22,6 +22,8 @@ its first start JIT-compiles a shared-memory comm op with g++ (~100 s once, then
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -281,15 +283,37 @@ def build_reference(
     engine, on CPU as on GPU (sharded over ranks with ZeRO-3; parameters offloaded to CPU with
     offload_reference). It must be: with a ZeRO-3 policy, transformers builds every later model
     already partitioned (zero.Init), and a partitioned model without DeepSpeed's gather hooks
-    fails its first forward."""
-    ref = load_causal_lm(model_path, compute_dtype(cfg, device), trust_remote_code)
-    ref.eval().requires_grad_(False)
-    if backend == "deepspeed":
-        import deepspeed
+    fails its first forward.
 
-        gpu = device.type == "cuda"
-        engine, *_ = deepspeed.initialize(
-            model=ref, config=deepspeed_config(cfg, gpu=gpu, reference=True)
-        )
-        return engine
-    return ref.to(device)
+    Under ZeRO-3 the reference is loaded under ITS OWN config: transformers' zero.Init takes
+    the partitions' device (`offload_param`) from the config it holds at load time, and the
+    policy's has no offload_param, so the reference would be partitioned onto the GPU and
+    DeepSpeed, which leaves partitioned parameters where they are, would never offload it."""
+    if backend != "deepspeed":
+        ref = load_causal_lm(model_path, compute_dtype(cfg, device), trust_remote_code)
+        return ref.eval().requires_grad_(False).to(device)
+    import deepspeed
+
+    ds_config = deepspeed_config(cfg, gpu=device.type == "cuda", reference=True)
+    with _zero3_loading_config(ds_config):
+        ref = load_causal_lm(model_path, compute_dtype(cfg, device), trust_remote_code)
+    ref.eval().requires_grad_(False)
+    engine, *_ = deepspeed.initialize(model=ref, config=ds_config)
+    return engine
+
+
+@contextlib.contextmanager
+def _zero3_loading_config(ds_config: dict[str, Any]) -> Iterator[None]:
+    """transformers reads the ZeRO-3 config of a load from one process-wide weak reference (set
+    by the policy's HfDeepSpeedConfig); point it at `ds_config` for one load, then restore it.
+    A ZeRO-0 config (the reference of a ZeRO-2 policy) loads unpartitioned, as before."""
+    import transformers.integrations.deepspeed as hf_ds
+    from transformers.integrations import HfDeepSpeedConfig
+
+    previous = hf_ds._hf_deepspeed_config_weak_ref
+    holder = HfDeepSpeedConfig(ds_config)  # sets the weak reference while it lives
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = previous
+        del holder

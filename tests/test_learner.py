@@ -381,3 +381,31 @@ def test_the_misnamed_recompute_key_fails_with_its_new_name():
         with pytest.raises(ConfigError, match=r"renamed to learner\.old_logprobs"):
             load_config(None, [f"learner.recompute_old_logprobs={value}"])
     assert load_config(None, ["learner.old_logprobs=current"]).learner.old_logprobs == "current"
+
+
+@pytest.mark.slow
+def test_zero3_reference_is_partitioned_where_offload_reference_says(tiny_model_path, monkeypatch):
+    """Under ZeRO-3, transformers partitions each loaded model with the config it holds at load
+    time: the reference must be loaded under its own (offload_param: cpu), or it lands on the
+    GPU beside the policy and `learner.offload_reference` does nothing. Every zero.Init records
+    where it puts partitions; the policy's stay on the device, the reference's go to CPU
+    memory; a step with the KL term then runs through the offloaded reference."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.zero.partition_parameters import Init
+
+    offloaded: list[bool] = []
+    real_init = Init.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        # The partitions' home: the local torch.device, or an offload target (cpu / nvme).
+        offloaded.append(not isinstance(self.remote_device, torch.device))
+
+    monkeypatch.setattr(Init, "__init__", recording_init)
+    worker = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=3,
+                                                  offload_reference=True, kl_coef=0.1))  # fmt: skip
+    assert offloaded[:2] == [False, True], offloaded  # policy, then the reference
+    first = worker.step(shard_batch(build_train_batch(*_episodes(n=8, seed=1), 4), 1, 3)[0])
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy is still the reference
+    second = worker.step(shard_batch(build_train_batch(*_episodes(n=8, seed=2), 4), 1, 3)[0])
+    assert second["kl"] > 1e-6  # the moved policy against the offloaded reference
