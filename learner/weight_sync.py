@@ -261,13 +261,14 @@ class ObjectStoreSync:
             [learners.actors[0].sync_plan.remote(1 << 62, self.wire_dtype)], "a sync plan"
         )[0]["buckets"]
         same_node = all(r["node"] == learner["node"] for r in receivers)
+        requested = self.transport
         try:
             self.transport, why = choose_transport(
-                self.transport, same_node, int(learner.get("shm_free", 0)), whole["nbytes"]
+                requested, same_node, int(learner.get("shm_free", 0)), whole["nbytes"]
             )
         except ValueError as exc:
             raise SyncError(f"object_store sync: {exc}") from exc
-        if self.transport == "object" and same_node:
+        if self.transport == "object" and same_node and requested == "auto":  # a fallback
             log.warning("weight sync: the Ray object store instead of %s: %s", SHM_DIR, why)
 
     def push(self) -> SyncTimings:
