@@ -16,7 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from rrr.grpo import GroupAdvantages, group_advantages, mask_stats, spans_to_mask
+from rrr.grpo import (
+    GroupAdvantages,
+    group_advantages,
+    mask_stats,
+    shuffled_within_groups,
+    spans_to_mask,
+)
 
 
 @dataclass
@@ -207,22 +213,28 @@ def batch_from_episodes(
     scale_rewards: bool = True,
     drop_zero_std_groups: bool = False,
     pad_id: int = 0,
+    shuffle_seed: int | None = None,
 ) -> TrainBatch:
     """`build_train_batch` for an `rrr.episodes.EpisodeBatch` (or anything with .episodes and
     .group_size whose episodes have tokens, span, logprobs and reward). Episodes whose
     `drop_reason` is set (their reward is unknown) leave the batch and their group's statistics.
+    `shuffle_seed`: the control run's rewards, permuted within groups (learner.shuffle_rewards).
     """
     eps = episode_batch.episodes
+    valid = [getattr(e, "drop_reason", None) is None for e in eps]
+    rewards = [e.reward for e in eps]
+    if shuffle_seed is not None:
+        rewards = shuffled_within_groups(rewards, episode_batch.group_size, shuffle_seed, valid)
     return build_train_batch(
         [e.tokens for e in eps],
         [tuple(e.span) for e in eps],
         [e.logprobs for e in eps],
-        [e.reward for e in eps],
+        rewards,
         episode_batch.group_size,
         scale_rewards=scale_rewards,
         drop_zero_std_groups=drop_zero_std_groups,
         pad_id=pad_id,
-        valid=[getattr(e, "drop_reason", None) is None for e in eps],
+        valid=valid,
     )
 
 

@@ -267,6 +267,12 @@ class LearnerConfig:
     drop_zero_std_groups: bool = _f(
         False, "Drop groups whose G rewards are all equal: no policy signal, only KL cost."
     )
+    shuffle_rewards: bool = _f(
+        False,
+        "A control, not a method: permute each group's rewards (seeded by step) before the "
+        "advantages, so updates no longer say which reflection worked. A run that learns must "
+        "beat this twin; what the twin gains is drift (docs/learnability.md).",
+    )
     old_logprobs: Literal["sampler", "current"] = _f(
         "sampler",
         "The 'old' policy of the PPO ratio. 'sampler': vLLM's log-probs of the sampled "

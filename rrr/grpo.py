@@ -21,7 +21,8 @@ mask[b, j] = True  <=>  token j+1 lies in a span of episode b.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -94,6 +95,27 @@ def group_advantages(
         reward_mean=r.mean().item(),
         reward_std=r.std(correction=0).item(),
     )
+
+
+def shuffled_within_groups(
+    rewards: Sequence[float], group_size: int, seed: int, valid: Sequence[bool] | None = None
+) -> list[float]:
+    """The control of a learnability run (learner.shuffle_rewards): each group's rewards,
+    permuted among its valid episodes (seeded), so every group keeps its mean and spread but its
+    advantages no longer say which reflection worked. Learning that survives this is drift that
+    any optimizer step causes, not credit assignment (issue 23)."""
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not form groups of {group_size}")
+    ok = [True] * len(rewards) if valid is None else list(valid)
+    rng = random.Random(seed)
+    out = list(rewards)
+    for g in range(0, len(out), group_size):
+        idx = [i for i in range(g, g + group_size) if ok[i]]
+        values = [out[i] for i in idx]
+        rng.shuffle(values)
+        for i, v in zip(idx, values):
+            out[i] = v
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from actors.verifier_pool import LocalVerifier
 from rrr.chat import ChatRenderer
-from rrr.config import load_config
+from rrr.config import ConfigError, load_config
 from rrr.crn import noise_key
 from rrr.driver.evaluate import evaluate, load_eval_rows, run_placebo
 from rrr.episodes import EpisodeEngine
@@ -64,12 +64,36 @@ def tok(smollm2_path):
     return AutoTokenizer.from_pretrained(smollm2_path)
 
 
-def _run(tok, rows, overrides):
+def _run(tok, rows, overrides, first_tries_from=None):
     cfg = load_config(None, ["eval.temperature=0.7", "eval.samples_per_problem=4", *overrides])
     task = get_task("countdown", "qwen")
     gen = Keyed(tok)
     engine = EpisodeEngine(task, ChatRenderer(tok), gen, LocalVerifier(task), cfg.episode, 2048)
-    return evaluate(cfg, engine, rows), gen, task
+    return evaluate(cfg, engine, rows, first_tries_from=first_tries_from), gen, task
+
+
+def test_first_tries_reused_from_a_reference_only_the_reflection_and_retry_are_new(tok):
+    ref, _, task = _run(tok, ROWS, ["eval.seed=7"])
+    assert ref["first_tries"] == "sampled"
+    ref = json.loads(json.dumps(ref))  # what --first-tries-from reads back
+    out, gen, _ = _run(tok, ROWS, ["eval.seed=8"], first_tries_from=ref)
+    assert out["first_tries"] == "reused"
+    failed = sum(4 - q["first"] for q in ref["per_query"])
+    assert len(gen.requests) == 2 * failed  # no first try was sampled: reflections + retries
+    for q, r, row in zip(out["per_query"], ref["per_query"], ROWS):
+        assert q["first_outcomes"] == r["first_outcomes"]
+        assert q["failed_first_ids"] == r["failed_first_ids"]
+        key = task.row_key(row)
+        retries = [noise_key(8, key, j, "retry:0:0") % 2 == 0 for j in range(4)]
+        assert q["second_outcomes"] == [int(f or t) for f, t in zip(r["first_outcomes"], retries)]
+    assert out["first_try_error_counts"] == ref["first_try_error_counts"]  # verified again
+    # the reflection sees the reference's failed attempt, token for token
+    first_failed = next(ids for q in ref["per_query"] for ids in q["failed_first_ids"] if ids)
+    assert any(tok.decode(first_failed) in tok.decode(r.prompt_ids) for r in gen.requests)
+    with pytest.raises(ConfigError, match="samples_per_problem"):
+        _run(tok, ROWS, ["eval.samples_per_problem=2"], first_tries_from=ref)
+    with pytest.raises(ConfigError, match="no first tries of"):
+        _run(tok, [{"nums": [3, 3], "target": 6}], [], first_tries_from=ref)
 
 
 def test_k_samples_each_failure_reflects_and_retries_with_its_own_keys(tok):

@@ -417,3 +417,21 @@ def test_token_logprobs_gradient_flows() -> None:
 def test_entropy_ignores_banned_tokens() -> None:
     logits = torch.tensor([[[0.0, 0.0, float("-inf")]]])
     assert entropy_from_logits(logits).item() == pytest.approx(math.log(2))
+
+
+# ----------------------------------------------------------------------------- shuffled control
+
+
+def test_shuffled_within_groups_keeps_each_groups_rewards_and_moves_them() -> None:
+    from rrr.grpo import shuffled_within_groups
+
+    rewards = [1.0, 0.0, 0.0, 0.0] * 8 + [0.0, 1.0, 1.0, 0.0]
+    valid = [True] * 32 + [True, False, True, True]
+    out = shuffled_within_groups(rewards, 4, seed=3, valid=valid)
+    assert out == shuffled_within_groups(rewards, 4, seed=3, valid=valid)  # seeded
+    for g in range(0, len(rewards), 4):
+        assert sorted(out[g : g + 4]) == sorted(rewards[g : g + 4])
+    assert out[33] == 1.0  # an invalid episode keeps its slot (it leaves the statistics anyway)
+    assert out != rewards  # 9 groups: the chance that no winner moves is (1/4)^8 * 1/3
+    with pytest.raises(ValueError, match="groups of 4"):
+        shuffled_within_groups(rewards[:-1], 4, seed=0)

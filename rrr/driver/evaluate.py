@@ -54,6 +54,7 @@ from rrr.stats import (
     variance_components,
 )
 from rrr.tasks.base import Task
+from verifiers import Verdict
 
 log = logging.getLogger("rrr.eval")
 
@@ -86,36 +87,49 @@ def load_eval_rows(cfg: Config, task: Task) -> tuple[list[dict[str, Any]], dict[
 
 
 def evaluate(
-    cfg: Config, engine: EpisodeEngine, rows: list[dict[str, Any]], samples: int | None = None
+    cfg: Config,
+    engine: EpisodeEngine,
+    rows: list[dict[str, Any]],
+    samples: int | None = None,
+    first_tries_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """k first tries per row -> one reflection and one retry per failed try; return results.
-    `samples` overrides eval.samples_per_problem (the placebo draws 2k)."""
+    `samples` overrides eval.samples_per_problem (the placebo draws 2k). `first_tries_from`
+    (an earlier results dict): reuse its first tries instead of sampling them, so two models
+    reflect on the same fixed failures and only the reflection and retry differ."""
     e = cfg.eval
     k = samples or e.samples_per_problem
     if e.temperature == 0 and k > 1:
         raise ConfigError(f"eval.samples_per_problem: {k} greedy samples are all the same")
     noise = EvalNoise(e.seed) if e.temperature > 0 else None
     t0 = time.perf_counter()
-    first_engine = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
-                                 cfg.episode, engine.max_model_len, noise=noise)  # fmt: skip
-    samples_, verdicts, _ = first_engine.first_attempts(
-        rows, n=k, temperature=e.temperature, max_tokens=e.max_tokens
-    )
+    if first_tries_from is None:
+        first_engine = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
+                                     cfg.episode, engine.max_model_len, noise=noise)  # fmt: skip
+        samples_, verdicts, _ = first_engine.first_attempts(
+            rows, n=k, temperature=e.temperature, max_tokens=e.max_tokens
+        )
+        attempts = [
+            [(s.token_ids, s.text, v) for s, v in zip(group, vs)] if vs else None
+            for group, vs in zip(samples_, verdicts)
+        ]
+    else:
+        attempts = reused_first_tries(engine, rows, first_tries_from, k)
     n = len(rows)
     # first[i][j]: sample j of problem i right at the first try (a prompt longer than the
     # context has no samples: every one of its k counts as a context_overflow failure).
-    first = [[bool(v.correct) for v in vs] if vs else [False] * k for vs in verdicts]
+    first = [[bool(a[2].correct) for a in tries] if tries else [False] * k for tries in attempts]
     first_errors: Counter[str] = Counter()
     failures: list[Failure] = []
     where: list[tuple[int, int]] = []  # failure -> (problem, sample)
-    for i, (row, group, vs) in enumerate(zip(rows, samples_, verdicts)):
-        if not vs:
+    for i, (row, tries) in enumerate(zip(rows, attempts)):
+        if not tries:
             first_errors["context_overflow"] += k
             continue
-        for j, (sample, v) in enumerate(zip(group, vs)):
+        for j, (ids, text, v) in enumerate(tries):
             if not v.correct:
                 first_errors[v.error or "none"] += 1
-                failures.append(Failure(row, sample.token_ids, sample.text, v, sample_index=j))
+                failures.append(Failure(row, ids, text, v, sample_index=j))
                 where.append((i, j))
     # One reflection, one retry, at the eval temperature: the paper's second attempt.
     reflect_cfg = replace(
@@ -153,8 +167,12 @@ def evaluate(
             "second": sum(s),
             "first_outcomes": [int(x) for x in f],
             "second_outcomes": [int(x) for x in s],
+            # The failed first tries' token ids (null where right), for --first-tries-from.
+            "failed_first_ids": [
+                None if a[2].correct else list(a[0]) for a in tries
+            ] if tries else None,
         }
-        for row, f, s in zip(rows, first, second)
+        for row, f, s, tries in zip(rows, first, second, attempts)
     ]
     first_rates = t_test([sum(f) / k for f in first])
     second_rates = t_test([sum(s) / k for s in second])
@@ -195,8 +213,47 @@ def evaluate(
         "eval_seed": e.seed,
         # "keyed": common random numbers (rrr/crn.py); "greedy": no noise at all.
         "noise": "keyed" if noise else "greedy",
+        "first_tries": "sampled" if first_tries_from is None else "reused",
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def reused_first_tries(
+    engine: EpisodeEngine, rows: list[dict[str, Any]], reference: dict[str, Any], k: int
+) -> list[list[tuple[list[int], str, Any]] | None]:
+    """The first tries of an earlier evaluation, per row: (ids, text, verdict) per sample, or
+    None where the prompt overflowed. Correct tries keep no ids and stay correct; failed ones
+    are decoded and verified again (deterministic), so their error categories are current."""
+    by_key = {q["key"]: q for q in reference.get("per_query", [])}
+    out: list[list[tuple[list[int], str, bool]] | None] = []
+    flat: list[tuple[dict[str, Any], str]] = []
+    for row in rows:
+        key = engine.task.row_key(row)
+        q = by_key.get(key)
+        if q is None or "failed_first_ids" not in q:
+            raise ConfigError(f"--first-tries-from: the reference has no first tries of {key!r} "
+                              "(a results.json of this task and eval set, written by this "
+                              "version of rrr)")  # fmt: skip
+        if q["samples"] != k:
+            raise ConfigError(f"eval.samples_per_problem: {k}, but the reference drew "
+                              f"{q['samples']} first tries per problem")  # fmt: skip
+        if q["failed_first_ids"] is None:
+            out.append(None)
+            continue
+        tries = []
+        for ok, ids in zip(q["first_outcomes"], q["failed_first_ids"]):
+            text = "" if ok else engine.renderer.tokenizer.decode(ids, skip_special_tokens=True)
+            tries.append((ids or [], text, bool(ok)))
+            if not ok:
+                flat.append((row, text))
+        out.append(tries)
+    verdicts = iter(engine.verifier.verify(flat))
+    right = Verdict.ok(detail="right in the reference evaluation")
+    return [
+        [(ids, text, right if ok else next(verdicts)) for ids, text, ok in tries]
+        if tries is not None else None
+        for tries in out
+    ]  # fmt: skip
 
 
 def _clip(interval: tuple[float, float]) -> tuple[float, float]:
@@ -493,6 +550,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of evaluating",
     )  # fmt: skip
     parser.add_argument("--splits", type=int, default=200, help="placebo splits (default 200)")
+    parser.add_argument(
+        "--first-tries-from", metavar="RESULTS",
+        help="reuse the first tries of an earlier results.json (or its dir), e.g. the vanilla "
+        "model's: both models then reflect on the same fixed failures, and --compare measures "
+        "the reflection and retry alone",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -506,10 +569,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.placebo and cfg.eval.temperature == 0:
         raise ConfigError("eval.temperature: the placebo needs sampling (> 0); greedy decoding "
                           "gives one outcome per problem, identical on both sides")  # fmt: skip
+    if args.placebo and args.first_tries_from:
+        raise ConfigError("--placebo samples its own first tries; drop --first-tries-from")
     if args.placebo and args.placebo_from:
         results = json.loads(_results_file(Path(args.placebo_from)).read_text())
     else:
-        results = evaluate_model(cfg, samples=2 * k if args.placebo else None)
+        reference = None
+        if args.first_tries_from:
+            reference = json.loads(_results_file(Path(args.first_tries_from)).read_text())
+        results = evaluate_model(
+            cfg, samples=2 * k if args.placebo else None, first_tries_from=reference
+        )
         paths = write_results(results, out)
         print(paths["md"].read_text())
         print(f"results: {paths['json']}  table: {paths['md']}  chart: {paths['png']}")
@@ -523,14 +593,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def evaluate_model(cfg: Config, samples: int | None = None) -> dict[str, Any]:
+def evaluate_model(
+    cfg: Config, samples: int | None = None, first_tries_from: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Start the generation stack, evaluate cfg.model on the held-out problems, tear down."""
     from rrr.driver.stack import generation_stack
     from rrr.models import trained_provenance
 
     with generation_stack(cfg) as stack:
         rows, info = load_eval_rows(cfg, stack.task)
-        results = evaluate(cfg, stack.engine, rows, samples=samples)
+        results = evaluate(
+            cfg, stack.engine, rows, samples=samples, first_tries_from=first_tries_from
+        )
         results.update(info)
     # Vanilla or trained, for `rrr paper-report`: null for a model rrr did not train, else the
     # export/checkpoint it came from (step, run directory, base model).

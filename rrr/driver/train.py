@@ -126,6 +126,9 @@ def train(cfg: Config) -> dict[str, Any]:
                         episodes,
                         scale_rewards=cfg.learner.scale_rewards,
                         drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
+                        shuffle_seed=hash((cfg.learner.seed, step))
+                        if cfg.learner.shuffle_rewards
+                        else None,
                     )
                     learn = learners.step(batch)
                 with timed("sync", timings):
