@@ -159,6 +159,13 @@ class EvalConfig:
         "run's periodic evaluation and in a fresh `rrr eval`, whatever came before, and two "
         "models with one seed share their noise (common random numbers, rrr/crn.py).",
     )
+    reuse_first_tries: bool = _f(
+        False,
+        "In `rrr train`: evaluations after step 0 reflect on the step-0 (vanilla) model's failed "
+        "first tries instead of sampling their own, so comparing them measures the reflection "
+        "and retry alone, on one fixed set of failures (issue 23; `rrr eval` has "
+        "--first-tries-from). Needs logging.eval_at_start.",
+    )
 
     def __post_init__(self) -> None:
         if self.temperature == 0 and self.samples_per_problem > 1:
@@ -451,6 +458,11 @@ def _check_values(cfg: Config) -> None:
     problem = check_spec(cfg.data.task)
     if problem:
         raise ConfigError(f"data.task: {problem}")
+    if cfg.eval.reuse_first_tries and not cfg.logging.eval_at_start:
+        raise ConfigError(
+            "eval.reuse_first_tries: needs logging.eval_at_start=true (the step-0 evaluation's "
+            "first tries are the ones reused)"
+        )
     if cfg.data.fewshot and cfg.data.task != "countdown":
         raise ConfigError("data.fewshot: only the countdown task has worked examples")
     if len(cfg.learner.adam_betas) != 2:

@@ -324,20 +324,25 @@ def periodic_eval(cfg: Config, stack: Any, run_dir: Path, step: int) -> dict[str
     """Evaluate the current policy on the held-out problems, with the same procedure as a
     fresh `rrr eval` (rrr/driver/evaluate.py: distinct problems, k samples, noise keyed on
     eval.seed, not on the run's history); the full results (per-problem outcomes included) go
-    to run_dir/eval/step_XXXXXXXX, so `rrr eval --compare` pairs any two steps."""
+    to run_dir/eval/step_XXXXXXXX, so `rrr eval --compare` pairs any two steps. With
+    eval.reuse_first_tries, steps after 0 reflect on step 0's failed first tries."""
     from rrr.driver.evaluate import evaluate, load_eval_rows, write_results
 
     rows, info = load_eval_rows(cfg, stack.task)
+    reference = None
+    if cfg.eval.reuse_first_tries and step > 0:
+        reference = json.loads((run_dir / "eval" / f"step_{0:08d}" / "results.json").read_text())
     # KV cached by training prompts was computed in other batches; a fresh engine has none.
     stack.fleet.call_all("reset_prefix_cache")
-    r = evaluate(cfg, stack.engine, rows)
+    r = evaluate(cfg, stack.engine, rows, first_tries_from=reference)
     r.update(info)
     r["step"] = step
     write_results(r, run_dir / "eval" / f"step_{step:08d}")
     log.info(
-        "held-out eval at step %d (%d problems x %d samples, %.0f s): 1st try %.1f%%, "
+        "held-out eval at step %d (%d problems x %d samples, %.0f s): 1st try %.1f%%%s, "
         "2nd try %.1f%%", step, r["num_queries"], r["samples_per_problem"], r["seconds"],
-        100 * r["first_try_accuracy"], 100 * r["second_try_accuracy"],
+        100 * r["first_try_accuracy"], " (step 0's, reused)" if reference else "",
+        100 * r["second_try_accuracy"],
     )  # fmt: skip
     return {
         "eval/first_try_accuracy": r["first_try_accuracy"],
