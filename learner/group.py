@@ -16,7 +16,7 @@ from learner.batch import TrainBatch, shard_batch
 from learner.distributed import free_address
 from learner.packing import default_budget, shard_groups
 from learner.sync_sender import device_info
-from learner.worker import ADDITIVE_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
+from learner.worker import ADDITIVE_KEYS, TIS_MEAN_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
 
@@ -279,8 +279,11 @@ def aggregate_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     for k in ADDITIVE_KEYS:
         out[k] = sum(m[k] for m in per_rank)
     n_tok = max(out["num_tokens"], 1.0)
-    for k in TOKEN_MEAN_KEYS:
-        out[k] = sum(m[k] * m["num_tokens"] for m in per_rank) / n_tok
+    for k in TOKEN_MEAN_KEYS + TIS_MEAN_KEYS:
+        if k in per_rank[0]:  # the TIS keys only with learner.tis_cap
+            out[k] = sum(m[k] * m["num_tokens"] for m in per_rank) / n_tok
+    if "tis_weight_max" in per_rank[0]:
+        out["tis_weight_max"] = max(m["tis_weight_max"] for m in per_rank)
     out["step_s"] = max(m["step_s"] for m in per_rank)  # the slowest rank sets the pace
     out["tokens_per_s"] = out["seq_tokens"] / max(out["step_s"], 1e-9)
     for k in ("grad_norm", "lr", "global_step"):  # identical on every rank after the step

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # Metrics of policy_loss that are means over masked tokens: combined token-weighted.
 TOKEN_MEAN_KEYS = ("kl", "clip_frac", "ratio_mean")
+# With learner.tis_cap (off-policy correction): token means, and a max over micro-batches.
+TIS_MEAN_KEYS = ("tis_weight_mean", "tis_clip_frac")
 # Metrics that are this micro-batch's additive share of the full-batch value.
 # forward_tokens: tokens the layout actually forwarded (shared contexts once), against
 # seq_tokens, the episodes' real tokens.
@@ -119,7 +121,9 @@ class LearnerWorker:
         t0 = time.perf_counter()
         module, cfg = self.engine.module, self.cfg
         totals = dict.fromkeys(ADDITIVE_KEYS, 0.0)
-        weighted = dict.fromkeys(TOKEN_MEAN_KEYS, 0.0)
+        tis = cfg.tis_cap is not None
+        weighted = dict.fromkeys(TOKEN_MEAN_KEYS + (TIS_MEAN_KEYS if tis else ()), 0.0)
+        tis_max = 0.0
         for mb in micro_batches:
             if mb.size == 0 or not bool(mb.mask.any()):
                 # Nothing to train on this rank, but ZeRO's backward is a collective: a
@@ -136,7 +140,10 @@ class LearnerWorker:
             mask = mb.mask.to(self.device)
             # "current": the policy's own log-probs, detached (policy_loss's old_logprobs=None;
             # ratio 1). "sampler": vLLM's, so the ratio corrects sampler/learner mismatch.
-            old = None if cfg.old_logprobs == "current" else mb.old_logprobs.to(self.device)
+            # With tis_cap the current policy is the proximal one and vLLM's is the behaviour
+            # policy, corrected by a truncated importance weight (rrr.grpo.policy_loss).
+            sampler_lp = mb.old_logprobs.to(self.device)
+            old = None if cfg.old_logprobs == "current" or tis else sampler_lp
             loss, m = policy_loss(
                 lp,
                 old,
@@ -150,15 +157,19 @@ class LearnerWorker:
                 max_tokens_norm=self.max_tokens_norm,
                 global_num_seqs=mb.global_num_seqs,
                 global_num_tokens=mb.global_num_tokens,
+                behaviour_logprobs=sampler_lp if tis else None,
+                tis_cap=cfg.tis_cap,
             )
             self.engine.backward(loss)
+            if tis:
+                tis_max = max(tis_max, m["tis_weight_max"])
             totals["loss"] += m["loss"]
             totals["policy_loss"] += m["policy_loss"]
             totals["num_tokens"] += m["num_tokens"]
             totals["seq_tokens"] += mb.num_tokens
             totals["forward_tokens"] += layout.forward_tokens
             totals["seqs"] += mb.size
-            for k in TOKEN_MEAN_KEYS:
+            for k in weighted:
                 weighted[k] += m[k] * m["num_tokens"]
         grad_norm, lr = self.engine.step()
         if self.device.type == "cuda":
@@ -168,6 +179,7 @@ class LearnerWorker:
         return {
             **totals,
             **{k: v / n_tok for k, v in weighted.items()},
+            **({"tis_weight_max": tis_max} if tis else {}),
             "grad_norm": grad_norm,
             "lr": lr,
             "step_s": seconds,

@@ -178,6 +178,13 @@ class EvalConfig:
 @dataclass
 class RolloutConfig:
     num_workers: int = _f(1, "R, rollout workers (Ray actors), each one vLLM engine.")
+    max_staleness: int = _f(
+        0,
+        "0: rollout, learn, sync in sequence (on-policy). N >= 1: the fleet generates the next "
+        "step's batch while the learner trains this one, from weights at most N updates old "
+        "(one-step-off at 1). Pays off when the fleet and the learner have their own devices; "
+        "refused with cluster.colocate, which shares one (docs/distributed.md).",
+    )
     tensor_parallel_size: int = _f(1, "GPUs per vLLM engine (tensor parallel).")
     num_gpus_per_worker: float = _f(
         0.0, "GPUs Ray reserves per rollout worker; 0 on CPU, tensor_parallel_size on GPU."
@@ -286,6 +293,12 @@ class LearnerConfig:
         "reflection (processed: after temperature), so the ratio corrects sampler/learner "
         "mismatch. 'current': the learner's own log-probs, detached (ratio 1; nothing is "
         "recomputed: with one optimizer step per batch they are what a recomputation gives).",
+    )
+    tis_cap: float | None = _f(
+        None,
+        "Off-policy correction for rollout.max_staleness > 0: the clip is around the current "
+        "policy (decoupled PPO) and each reflection token is weighted by the importance ratio "
+        "current / sampler, truncated at this cap (e.g. 2.0). null: today's loss.",
     )
     recompute_old_logprobs: bool | None = _f(
         None, "Removed: it recomputed nothing. Use learner.old_logprobs ('current' = true)."
@@ -417,6 +430,7 @@ _POSITIVE = {
     "failures.shard_size", "episode.num_reflections", "episode.retry_depth",
     "episode.max_attempt_tokens", "episode.max_reflection_tokens", "episode.max_retry_tokens",
     "rollout.num_workers", "rollout.tensor_parallel_size", "verifier.num_workers",
+    "learner.tis_cap",
     "verifier.batch_size", "learner.num_learners", "learner.max_steps",
     "learner.failures_per_step", "learner.micro_batch_size", "sync.bucket_mb",
     "sync.every_n_steps", "logging.log_every", "logging.checkpoint_every",
@@ -428,7 +442,7 @@ _NON_NEGATIVE = {
     "rollout.num_gpus_per_worker", "learner.num_gpus_per_learner", "episode.temperature",
     "episode.retry_temperature", "failures.temperature", "logging.eval_every",
     "episode.rewarded_reflection", "eval.temperature", "data.fewshot", "eval.num_examples",
-    "rollout.max_restarts",
+    "rollout.max_restarts", "rollout.max_staleness",
 }  # fmt: skip
 _UNIT_INTERVAL = {
     "learner.warmup_ratio",
@@ -458,6 +472,12 @@ def _check_values(cfg: Config) -> None:
     problem = check_spec(cfg.data.task)
     if problem:
         raise ConfigError(f"data.task: {problem}")
+    if cfg.rollout.max_staleness > 0 and cfg.cluster.colocate:
+        raise ConfigError(
+            f"rollout.max_staleness: {cfg.rollout.max_staleness} overlaps generation with "
+            "training, but cluster.colocate=true puts both on one device, which cannot overlap; "
+            "use 0, or colocate=false"
+        )
     if cfg.eval.reuse_first_tries and not cfg.logging.eval_at_start:
         raise ConfigError(
             "eval.reuse_first_tries: needs logging.eval_at_start=true (the step-0 evaluation's "

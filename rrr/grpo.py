@@ -307,8 +307,18 @@ def policy_loss(
     entropy: torch.Tensor | None = None,
     global_num_seqs: int | None = None,
     global_num_tokens: int | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
+    tis_cap: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped GRPO surrogate + k3 KL on the masked (reflection) tokens.
+
+    Off-policy correction (issue 22; learner.tis_cap): with `tis_cap`, `old_logprobs` is the
+    proximal policy (decoupled PPO, Hilton et al. 2021: the clip is around the policy the step
+    starts from, None = the current one, detached) and each token's policy term is weighted by
+    min(exp(old - behaviour), tis_cap), the truncated importance weight of the proximal policy
+    over the behaviour policy that sampled it (vLLM's log-probs; truncated IS as in Yao et al.
+    2025, "Your efficient RL framework secretly brings you off-policy RL training"). The weight
+    is detached: it rescales the token's gradient, it is not differentiated.
 
     Shapes: logprobs/old_logprobs/ref_logprobs/mask [B, T] (T = seq_len-1, see spans_to_mask),
     advantages [B]. old_logprobs=None means a single policy step per batch (old = current,
@@ -352,6 +362,14 @@ def policy_loss(
     ratio = torch.exp(lp - old)
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
     pg_tok = -torch.minimum(ratio * adv, clipped * adv)
+    tis = None
+    if tis_cap is not None:
+        if behaviour_logprobs is None:
+            raise ValueError("tis_cap needs behaviour_logprobs (the sampler's log-probs)")
+        behaviour = torch.where(m, behaviour_logprobs.detach(), zero)
+        raw = torch.exp(old.detach() - behaviour)
+        tis = torch.clamp(raw, max=tis_cap)
+        pg_tok = pg_tok * tis
     if ref_logprobs is None:
         kl_tok = zero
     else:
@@ -384,4 +402,8 @@ def policy_loss(
         }
         if entropy is not None:
             metrics["entropy"] = masked_mean(entropy.float(), m).item()
+        if tis is not None:
+            metrics["tis_weight_mean"] = masked_mean(tis, m).item()
+            metrics["tis_weight_max"] = torch.where(m, raw, zero).max().item()
+            metrics["tis_clip_frac"] = masked_mean((raw > tis_cap).float(), m).item()
     return loss, metrics

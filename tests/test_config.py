@@ -95,3 +95,18 @@ def test_impossible_resources_are_refused_before_any_actor():
                          ["rollout.tensor_parallel_size=2"])  # fmt: skip
     with pytest.raises(ResourceError, match="tensor_parallel_size=2 needs"):
         check_resources(bad_tp, {"CPU": 64.0, "GPU": 8.0})
+
+
+def test_async_rollout_keys_fail_at_load_with_the_key():
+    from rrr.config import ConfigError, load_config
+
+    assert load_config(None, ["rollout.max_staleness=1"]).rollout.max_staleness == 1
+    with pytest.raises(ConfigError, match=r"rollout\.max_staleness.*colocate"):
+        load_config(None, ["rollout.max_staleness=1", "cluster.colocate=true"])
+    with pytest.raises(ConfigError, match=r"rollout\.max_staleness"):
+        load_config(None, ["rollout.max_staleness=-1"])
+    with pytest.raises(ConfigError, match=r"learner\.tis_cap"):
+        load_config(None, ["learner.tis_cap=0"])
+    assert load_config(None, ["learner.tis_cap=2.0"]).learner.tis_cap == 2.0
+    with pytest.raises(ConfigError, match=r"eval\.reuse_first_tries"):
+        load_config(None, ["eval.reuse_first_tries=true"])

@@ -435,3 +435,40 @@ def test_shuffled_within_groups_keeps_each_groups_rewards_and_moves_them() -> No
     assert out != rewards  # 9 groups: the chance that no winner moves is (1/4)^8 * 1/3
     with pytest.raises(ValueError, match="groups of 4"):
         shuffled_within_groups(rewards[:-1], 4, seed=0)
+
+
+# ----------------------------------------------------------------------------- off-policy (TIS)
+
+
+def test_truncated_importance_weight_rescales_each_tokens_gradient() -> None:
+    """learner.tis_cap: the clip is around the current policy (old=None) and each token's
+    policy term is weighted by min(exp(current - behaviour), cap), detached."""
+    from rrr.grpo import policy_loss
+
+    torch.manual_seed(0)
+    lp0 = torch.randn(3, 5) * 0.3 - 1.0
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    gap = torch.tensor([[0.0, 0.0, 0.5, -0.5, 0.0], [2.0, -1.0, 0, 0, 0], [0, 0, 0.1, 0.9, 1.5]])
+    behaviour = lp0 - gap  # weights exp(gap): 1.65, 0.61, 7.4 (capped), ...
+    cap = 2.0
+
+    def grads(**kw):
+        lp = lp0.clone().requires_grad_(True)
+        loss, m = policy_loss(lp, None, None, adv, mask, kl_coef=0.0, loss_agg="token_mean", **kw)
+        loss.backward()
+        return lp.grad, m
+
+    plain, _ = grads()
+    weighted, m = grads(behaviour_logprobs=behaviour, tis_cap=cap)
+    w = torch.clamp(gap.exp(), max=cap)
+    assert torch.allclose(weighted[mask], (plain * w)[mask], atol=1e-6)
+    assert torch.all(weighted[~mask] == 0)
+    assert m["tis_weight_max"] == pytest.approx(float(gap[mask].exp().max()), rel=1e-5)
+    assert m["tis_clip_frac"] == pytest.approx(float((gap[mask].exp() > cap).float().mean()))
+    assert m["tis_weight_mean"] == pytest.approx(float(w[mask].mean()), rel=1e-5)
+    # behaviour == current: every weight is 1, the loss is today's
+    same, m1 = grads(behaviour_logprobs=lp0, tis_cap=cap)
+    assert torch.allclose(same, plain) and m1["tis_weight_mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="behaviour_logprobs"):
+        grads(tis_cap=cap)

@@ -120,3 +120,35 @@ def test_eval_due_every_m_steps_at_the_last_and_optionally_at_start():
     assert [s for s in range(8) if eval_due(cfg, s)] == [0, 3, 6, 7]
     cfg = load_config(None, ["logging.eval_at_start=true"])  # eval_every=0: never
     assert not any(eval_due(cfg, s) for s in range(8))
+
+
+def test_rollouts_one_step_ahead_with_truncated_importance_weights(
+    ray_local, tiny_model_path, sample_data, tmp_path, capsys
+):
+    """rollout.max_staleness=1 with real actors: the fleet generates step s+1 while the learner
+    trains step s; batches after the first are one update stale, the TIS weights are logged,
+    and the checkpoint's cursor is the trained batch's (a batch started ahead is drawn again)."""
+    run = tmp_path / "async"
+    args = [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
+        f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=4",
+        "failures.samples_per_query=2", "failures.max_tokens=12",
+        "episode.num_reflections=2", "episode.max_reflection_tokens=8",
+        "episode.max_retry_tokens=8", "learner.failures_per_step=2",
+        "learner.micro_batch_size=2", "learner.lr=1e-4", "learner.max_steps=3",
+        "rollout.max_staleness=1", "learner.tis_cap=2.0", "rollout.kv_cache_gib=1",
+        "logging.checkpoint_every=2", f"logging.output_dir={run}", "logging.progress=false",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.split("run directory:")[0])
+    assert summary["end_step"] == 3 and "dropped_in_flight" not in summary
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rollout/staleness"] for m in lines] == [0.0, 1.0, 1.0]
+    assert [m["failures_consumed"] for m in lines] == [2.0, 4.0, 6.0]
+    for m in lines:
+        assert 0 < m["tis_weight_mean"] <= 2.0 and m["tis_weight_max"] > 0
+        assert 0 <= m["tis_clip_frac"] <= 1 and m["rollout/overlap_s"] >= 0
+    state = json.loads((run / "checkpoints" / "step_00000002" / "state.json").read_text())
+    # at step 2 the batch of step 3 had already been drawn: the checkpoint does not count it
+    assert state["extra_state"]["cursor"]["consumed"] == 4

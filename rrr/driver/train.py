@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from rrr.config import Config, save_config
 from rrr.data_cursor import EpochSampler
+from rrr.driver.rollout_pipeline import Rollout, RolloutPipeline, overlap_s
 from rrr.episodes import Failure
 from rrr.errors import RRRError
 from rrr.timing import timed
@@ -93,6 +94,14 @@ def train(cfg: Config) -> dict[str, Any]:
         sampler = EpochSampler(
             failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
         )
+
+        def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
+            stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
+            batch_failures, first_metrics = next_failures(cfg, stack, sampler)
+            cursor = sampler.state()  # what a checkpoint of this step records
+            return stack.engine.run(batch_failures), first_metrics, cursor
+
+        rollouts = RolloutPipeline(produce, cfg.rollout.max_staleness, fleet_version=start)
         if resumed:
             log.info("resumed from %s at step %d", resumed, start)
             push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
@@ -112,14 +121,17 @@ def train(cfg: Config) -> dict[str, Any]:
         try:
             if start == 0 and eval_due(cfg, 0):
                 metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
+            learn_span = (0.0, 0.0)  # when the learner was busy in the previous step
             for step in range(start + 1, cfg.learner.max_steps + 1):
                 timings: dict[str, float] = {}
                 t_step = time.perf_counter()
-                stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
-                with timed("rollout", timings):
-                    batch_failures, first_metrics = next_failures(cfg, stack, sampler)
-                    episodes = stack.engine.run(batch_failures)
+                with timed("rollout", timings):  # waiting for it, if it was started ahead
+                    rollout = rollouts.take(step)
+                episodes = rollout.episodes
+                if step < cfg.learner.max_steps:
+                    rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
                 with timed("learn", timings):
+                    learn_start = time.perf_counter()
                     if cfg.cluster.colocate:
                         stack.fleet.call_all("sleep")
                     batch = batch_from_episodes(
@@ -135,11 +147,17 @@ def train(cfg: Config) -> dict[str, Any]:
                     if cfg.cluster.colocate:
                         learners.release_memory()  # vLLM wakes into what the learner cached
                         stack.fleet.call_all("wake_up")
-                    sync_t = push_weights(sync, stack.fleet) if sync_due(cfg, step) else None
+                    sync_t = None
+                    if sync_due(cfg, step):
+                        rollouts.idle()  # the fleet's weights change only between rollouts
+                        sync_t = push_weights(sync, stack.fleet)
+                        rollouts.pushed(step)
                 metrics = step_metrics(
-                    episodes, learn, sync_t, timings, time.perf_counter() - t_step, sampler
+                    episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
                 )
-                metrics.update(first_metrics)
+                metrics.update(rollout_metrics(rollout, learn_span))
+                learn_span = (learn_start, learn_start + timings["learn"])
+                metrics.update(rollout.first_metrics)
                 metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
                 metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
                 metrics_log.log(step, metrics)
@@ -154,7 +172,7 @@ def train(cfg: Config) -> dict[str, Any]:
                     path = learners.save_checkpoint(
                         run_dir / "checkpoints",
                         step,
-                        {"cursor": sampler.state()},
+                        {"cursor": rollout.cursor},  # not a batch started ahead
                         keep=cfg.logging.keep_checkpoints,
                     )
                     log.info("checkpoint %s", path)
@@ -163,6 +181,11 @@ def train(cfg: Config) -> dict[str, Any]:
                 if stop.requested:
                     break
         finally:
+            if rollouts.in_flight:  # its failures are drawn again on resume
+                summary["dropped_in_flight"] = rollouts.in_flight
+                log.info("dropped %d rollout(s) started ahead of a step that will not run",
+                         rollouts.in_flight)  # fmt: skip
+            rollouts.close()
             bar.close()
             stop.restore()
             metrics_log.close()
@@ -283,12 +306,12 @@ def step_metrics(
     sync_t: Any,
     timings: dict[str, float],
     step_s: float,
-    sampler: EpochSampler,
+    rollout: Rollout,
 ) -> dict[str, float]:
     m = {k: v for k, v in episodes.metrics().items() if not k.startswith("count/")}
     m.update({k: float(v) for k, v in learn.items()})
     m["verifier_errors"] = float(episodes.counters.get("verifier_error", 0))
-    m["failures_consumed"] = float(sampler.cursor.consumed)
+    m["failures_consumed"] = float(rollout.cursor["consumed"])
     m["tokens_per_s"] = episodes.generated_tokens / max(timings.get("rollout", 0.0), 1e-9)
     for name, seconds in timings.items():
         m[f"timing/{name}_s"] = seconds
@@ -298,6 +321,17 @@ def step_metrics(
         m["sync_s"] = timings.get("sync", 0.0)
     m["step_s"] = step_s
     return m
+
+
+def rollout_metrics(rollout: Rollout, previous_learn: tuple[float, float]) -> dict[str, float]:
+    """Staleness of the trained batch, and how long its rollout ran while the learner was busy
+    with the previous step (0 unless it was started ahead)."""
+    busy = overlap_s((rollout.started, rollout.finished), previous_learn)
+    return {
+        "rollout/staleness": float(rollout.staleness()),
+        "rollout/generate_s": rollout.finished - rollout.started,
+        "rollout/overlap_s": busy,
+    }
 
 
 def eval_due(cfg: Config, step: int) -> bool:

@@ -1,0 +1,107 @@
+"""Rollouts ahead of the learner, with bounded staleness (issue 22; rollout.max_staleness).
+
+With max_staleness = 0 this is today's loop exactly: each step's rollout is produced when the
+step asks for it, from the weights the learner last pushed. With N >= 1 the rollout of step s+1
+starts, in one background thread, as soon as step s has its batch, so the fleet generates while
+the learner trains (verl's one-step-off, OpenRLHF's async training).
+
+Versions: the policy version of a batch is the number of learner updates in the weights that
+sampled it; the learner trains step s at version s-1, so a batch's staleness is s-1-version.
+A rollout is started early only when its staleness at training time stays <= N; one rollout is
+in flight at a time (the fleet is one pipeline; generating two batches at once would only split
+it), and the fleet's weights change only between rollouts (`idle` before every push), so every
+batch, and every group in it, is sampled by one version.
+
+Resume: a rollout records the data cursor right after its draw. A checkpoint saves the cursor of
+the batch it trained, so a prefetched batch still in flight is drawn again after a resume:
+nothing is skipped, nothing is trained twice (its episodes are sampled anew; `dropped_in_flight`
+counts it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Rollout:
+    """One step's episodes and where they came from."""
+
+    step: int  # the learner step that trains it
+    version: int  # learner updates in the weights that sampled it
+    episodes: Any  # rrr.episodes.EpisodeBatch
+    first_metrics: dict[str, float]
+    cursor: dict[str, Any]  # the data cursor right after this rollout's draw
+    started: float  # time.perf_counter() at start and end
+    finished: float
+
+    def staleness(self) -> int:
+        return self.step - 1 - self.version
+
+
+# produce(step) -> (episodes, first-try metrics, cursor after the draw); runs in one thread.
+Produce = Callable[[int], tuple[Any, dict[str, float], dict[str, Any]]]
+
+
+class RolloutPipeline:
+    def __init__(self, produce: Produce, max_staleness: int, fleet_version: int = 0) -> None:
+        if max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
+        self.produce, self.max_staleness = produce, max_staleness
+        self.fleet_version = fleet_version  # learner updates in the fleet's weights
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
+        self._ahead: tuple[int, Future[Rollout]] | None = None
+
+    def _run(self, step: int, version: int) -> Rollout:
+        t0 = time.perf_counter()
+        episodes, first_metrics, cursor = self.produce(step)
+        return Rollout(step, version, episodes, first_metrics, cursor, t0, time.perf_counter())
+
+    def take(self, step: int) -> Rollout:
+        """The rollout step `step` trains: the one started ahead for it, else one made now."""
+        if self._ahead is not None:
+            ahead_step, future = self._ahead
+            self._ahead = None
+            if ahead_step != step:  # a bug in the caller, never a silent reorder
+                raise RuntimeError(f"rollout for step {ahead_step} taken at step {step}")
+            return future.result()
+        return self._run(step, self.fleet_version)
+
+    def start_ahead(self, step: int) -> bool:
+        """Start the rollout of `step` now, while the learner trains step-1, if its staleness
+        when trained (step-1 - fleet version) stays within the bound. True if started."""
+        if self.max_staleness == 0 or self._ahead is not None:
+            return False
+        if step - 1 - self.fleet_version > self.max_staleness:
+            return False  # the fleet's weights are too old (e.g. sync.every_n_steps > 1)
+        self._ahead = (step, self._pool.submit(self._run, step, self.fleet_version))
+        return True
+
+    def idle(self) -> None:
+        """Wait until no rollout is running (call before the fleet's weights change). The
+        finished rollout stays queued for its step."""
+        if self._ahead is not None:
+            self._ahead[1].exception()  # waits; its error (if any) is raised by take()
+
+    def pushed(self, version: int) -> None:
+        self.fleet_version = version
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self._ahead is None else 1
+
+    def close(self) -> None:
+        """Stop: a rollout started ahead is waited for and dropped (its failures are drawn
+        again after a resume, see the module docstring)."""
+        self.idle()
+        self._ahead = None
+        self._pool.shutdown(wait=True)
+
+
+def overlap_s(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Seconds two [start, end] intervals share (the fleet busy while the learner is)."""
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))

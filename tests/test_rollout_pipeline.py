@@ -1,0 +1,115 @@
+"""Rollouts ahead of the learner (rrr/driver/rollout_pipeline.py, issue 22): the staleness bound
+under a slow learner and a slow fleet, one version per batch, no push during a rollout, and
+max_staleness=0 as the sequential loop. The driver's loop order is replayed here with sleeps
+standing in for generation and learning; tests/test_train_real.py runs it with real actors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rrr.driver.rollout_pipeline import RolloutPipeline, overlap_s
+
+
+class Fleet:
+    """Records what it did and when; its weights are a version number."""
+
+    def __init__(self, gen_s: float) -> None:
+        self.gen_s, self.version = gen_s, 0
+        self.log: list[tuple[str, int, float, float]] = []  # (what, step/version, start, end)
+        self.busy = threading.Lock()
+        self.cursor = 0
+
+    def produce(self, step: int):
+        assert self.busy.acquire(blocking=False), "two rollouts at once"
+        t0 = time.perf_counter()
+        version = self.version
+        time.sleep(self.gen_s)
+        assert self.version == version, "weights changed during a rollout"
+        self.cursor += 1
+        self.log.append(("rollout", step, t0, time.perf_counter()))
+        self.busy.release()
+        # a group's episodes carry the version they were sampled with
+        return [version] * 4, {}, {"consumed": self.cursor}
+
+    def push(self, version: int) -> None:
+        assert self.busy.acquire(blocking=False), "push during a rollout"
+        t0 = time.perf_counter()
+        self.version = version
+        self.log.append(("push", version, t0, time.perf_counter()))
+        self.busy.release()
+
+
+def drive(n: int, gen_s: float, learn_s: float, every: int = 1, steps: int = 6):
+    """The train loop's order (rrr/driver/train.py): take, start ahead, learn, idle, push."""
+    fleet = Fleet(gen_s)
+    pipe = RolloutPipeline(fleet.produce, n)
+    taken, learning = [], []
+    for step in range(1, steps + 1):
+        r = pipe.take(step)
+        taken.append(r)
+        if step < steps:
+            pipe.start_ahead(step + 1)
+        t0 = time.perf_counter()
+        time.sleep(learn_s)
+        learning.append((t0, time.perf_counter()))
+        if step % every == 0:
+            pipe.idle()
+            fleet.push(step)
+            pipe.pushed(step)
+    pipe.close()
+    return taken, learning, fleet
+
+
+@pytest.mark.parametrize(("gen_s", "learn_s"), [(0.05, 0.01), (0.01, 0.05)])
+@pytest.mark.parametrize("n", [1, 2])
+def test_staleness_bound_holds_under_a_slow_learner_or_a_slow_fleet(n, gen_s, learn_s):
+    taken, learning, _ = drive(n, gen_s, learn_s)
+    assert [r.step for r in taken] == list(range(1, 7))
+    assert all(0 <= r.staleness() <= n for r in taken)
+    assert [r.staleness() for r in taken] == [0] + [1] * 5  # one rollout in flight at a time
+    for r in taken:  # one version per batch, the one it is stamped with
+        assert set(r.episodes) == {r.version}
+    # generation overlapped learning: rollout s+1 ran during step s's learning
+    shared = sum(overlap_s((r.started, r.finished), learning[r.step - 2]) for r in taken[1:])
+    assert shared > 0.5 * 5 * min(gen_s, learn_s)
+
+
+def test_zero_is_the_sequential_loop():
+    taken, learning, fleet = drive(0, 0.01, 0.01)
+    assert [r.staleness() for r in taken] == [0] * 6
+    kinds = [(what, k) for what, k, _, _ in fleet.log]
+    expected = [x for s in range(1, 7) for x in (("rollout", s), ("push", s))]
+    assert kinds == expected
+    for r, (l0, _) in zip(taken, learning):
+        assert r.finished <= l0  # nothing generated while the learner works
+
+
+def test_bound_counts_the_sync_interval():
+    # pushes every 2 steps: a batch started ahead at an odd step would be 2 updates stale
+    taken, _, _ = drive(1, 0.01, 0.01, every=2)
+    assert max(r.staleness() for r in taken) <= 1
+    taken, _, _ = drive(2, 0.01, 0.01, every=2)
+    assert max(r.staleness() for r in taken) == 2
+
+
+def test_checkpoint_cursor_is_the_trained_batchs_and_errors_surface_in_take():
+    taken, _, _ = drive(1, 0.01, 0.01, steps=3)
+    assert [r.cursor["consumed"] for r in taken] == [1, 2, 3]
+
+    def broken(step):
+        raise RuntimeError("engine died")
+
+    pipe = RolloutPipeline(broken, 1)
+    assert pipe.start_ahead(1) is True
+    with pytest.raises(RuntimeError, match="engine died"):
+        pipe.take(1)
+    pipe.close()
+    pipe = RolloutPipeline(lambda s: ([], {}, {"consumed": 0}), 1)
+    pipe.start_ahead(2)
+    with pytest.raises(RuntimeError, match="taken at step 3"):
+        pipe.take(3)
+    with pytest.raises(ValueError, match=">= 0"):
+        RolloutPipeline(broken, -1)
