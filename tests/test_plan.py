@@ -24,6 +24,7 @@ PRESET_CLUSTERS = {
     "cluster-cpu.yaml": "cpu",
     "replicate-cpu.yaml": "cpu",
     "code-smoke-cpu.yaml": "cpu",
+    "learnability-cpu.yaml": "cpu",
 }
 
 
