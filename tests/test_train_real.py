@@ -18,17 +18,24 @@ def _steps(run: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _tiny_run(model: str, data: Path) -> list[str]:
+    """`rrr train` on the tiny model: 2 failures x 2 reflections a step, a few tokens each."""
+    return [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={model}", "model.max_model_len=1024",
+        f"data.source={data / 'countdown_sample.jsonl'}", "data.limit=4",
+        "failures.samples_per_query=2", "failures.max_tokens=12",
+        "episode.num_reflections=2", "episode.max_reflection_tokens=8",
+        "episode.max_retry_tokens=8", "learner.failures_per_step=2",
+        "learner.micro_batch_size=2", "learner.lr=1e-4",
+    ]  # fmt: skip
+
+
 def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sample_data, tmp_path,
                                                capsys):  # fmt: skip
     run = tmp_path / "run"
     args = [
-        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
-        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
-        f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=4",
-        "failures.samples_per_query=2", "failures.max_tokens=12",
-        "episode.num_reflections=2", "episode.max_reflection_tokens=8",
-        "episode.max_retry_tokens=8", "learner.failures_per_step=2",
-        "learner.micro_batch_size=2", "learner.lr=1e-4", "learner.max_steps=2",
+        *_tiny_run(tiny_model_path, sample_data), "learner.max_steps=2",
         "logging.checkpoint_every=1", "logging.keep_checkpoints=2", "rollout.kv_cache_gib=1",
         # Colocated, as on one GPU: learner and rollout worker share a placement-group bundle;
         # sleep/wake and the learner's cache release are no-ops on a CPU, the path is the same.
@@ -130,13 +137,7 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
     and the checkpoint's cursor is the trained batch's (a batch started ahead is drawn again)."""
     run = tmp_path / "async"
     args = [
-        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
-        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
-        f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=4",
-        "failures.samples_per_query=2", "failures.max_tokens=12",
-        "episode.num_reflections=2", "episode.max_reflection_tokens=8",
-        "episode.max_retry_tokens=8", "learner.failures_per_step=2",
-        "learner.micro_batch_size=2", "learner.lr=1e-4", "learner.max_steps=3",
+        *_tiny_run(tiny_model_path, sample_data), "learner.max_steps=3",
         "rollout.max_staleness=1", "learner.tis_cap=2.0", "rollout.kv_cache_gib=1",
         "logging.checkpoint_every=2", f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
