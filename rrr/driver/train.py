@@ -143,13 +143,15 @@ def train(cfg: Config) -> dict[str, Any]:
                         else None,
                     )
                     learn = learners.step(batch)
+                sync_t = None
+                if sync_due(cfg, step):
+                    with timed("wait_rollout", timings):  # weights change only between rollouts
+                        rollouts.idle()
                 with timed("sync", timings):
                     if cfg.cluster.colocate:
                         learners.release_memory()  # vLLM wakes into what the learner cached
                         stack.fleet.call_all("wake_up")
-                    sync_t = None
                     if sync_due(cfg, step):
-                        rollouts.idle()  # the fleet's weights change only between rollouts
                         sync_t = push_weights(sync, stack.fleet)
                         rollouts.pushed(step)
                 metrics = step_metrics(
@@ -312,7 +314,8 @@ def step_metrics(
     m.update({k: float(v) for k, v in learn.items()})
     m["verifier_errors"] = float(episodes.counters.get("verifier_error", 0))
     m["failures_consumed"] = float(rollout.cursor["consumed"])
-    m["tokens_per_s"] = episodes.generated_tokens / max(timings.get("rollout", 0.0), 1e-9)
+    # over the rollout's own generation time (a rollout started ahead is not waited for)
+    m["tokens_per_s"] = episodes.generated_tokens / max(rollout.finished - rollout.started, 1e-9)
     for name, seconds in timings.items():
         m[f"timing/{name}_s"] = seconds
     m.update({f"timing/{k}": v for k, v in episodes.timings.items()})
