@@ -149,10 +149,6 @@ class WeightReceiver:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def rrr_ping(self) -> int:
-        """One answer per vLLM worker: the sync sender counts an engine's workers with it."""
-        return int(getattr(self, "rank", 0))
-
     def rrr_receive_buckets(self, plan: list[dict], aliases: dict[str, str] | None = None) -> int:
         """Receive a whole sync (every bucket of learner.buckets' plan, in order) from rank 0 and
         load it through the worker's in-place reload, once per sync.

@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, without installing the package
 
+from rrr.tasks.countdown_gen import solve  # noqa: E402
 from verifiers import apigen, countdown  # noqa: E402
 
 COUNTDOWN_GOAL_PER_S = 20_000
@@ -114,7 +115,7 @@ def countdown_workload(rng: random.Random) -> list[tuple[str, list[int], int]]:
     cases = []
     for row in read_jsonl(sample_data() / "countdown_sample.jsonl"):
         nums, target = row["nums"], row["target"]
-        equation = countdown.solve(nums, target)
+        equation = solve(nums, target)
         if equation is None:
             continue
         variants = [

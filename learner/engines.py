@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -37,19 +37,6 @@ from rrr.config import LearnerConfig
 # DeepSpeed prints throughput every N steps; we log our own metrics.
 NEVER_PRINT = 10**9
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, so both engines run the same optimizer
-
-
-class Engine(Protocol):
-    name: str
-    module: torch.nn.Module
-    autocast: torch.dtype | None
-
-    def backward(self, loss: torch.Tensor) -> None: ...
-    def step(self) -> tuple[float, float]: ...
-    @property
-    def global_step(self) -> int: ...
-    def save(self, directory: Path, rank: int) -> None: ...
-    def load(self, directory: Path, policy_dir: Path) -> None: ...
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -2,8 +2,8 @@
 
 Defaults are the paper's (section 4.4): KL coefficient 0.001, learning rate 5e-7 with cosine
 decay and 3 % warm-up, an effective batch of 256 failures, at most 1,750 steps; failure datasets
-with up to 64 samples per query (section 4.3). Every field says why it exists; `rrr <cmd>
---help-config` prints them.
+with up to 64 samples per query (section 4.3). Every field says why it exists; `rrr config
+--keys` prints them.
 
 A bad config fails at load time with the dotted key path and the reason, before any actor
 starts: unknown keys, wrong types, values outside their allowed set.
@@ -29,7 +29,7 @@ class ConfigError(RRRError, ValueError):
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field that carries its help text (shown by --help-config)."""
+    """A dataclass field that carries its help text (shown by `rrr config --keys`)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
@@ -611,7 +611,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, help) for every field: the source of --help-config."""
+    """(dotted key, type, default, help) for every field: the source of `rrr config --keys`."""
     rows = []
     hints = typing.get_type_hints(cls)
     defaults = cls()

@@ -10,12 +10,12 @@ Data flow in the learner:
 
     adv = group_advantages(rewards, G)                       # [N], one per reflection
     mask = spans_to_mask(spans, T)                           # [N, T-1], aligned to targets
-    lp = token_logprobs(logits, tokens, temperature)         # [N, T-1]
+    lp = gathered_logprobs(logits, index, targets, temperature)  # [N, T-1], learner/logprobs.py
     loss, metrics = policy_loss(lp, old_lp, ref_lp, adv.advantages, mask)
 
 Mask convention (the ONLY place it is derived is `spans_to_mask`): a span [start, end) indexes
-the *token sequence*. Token t is predicted by the logits at position t-1, so `token_logprobs`
-returns column j = log p(tokens[j+1] | tokens[:j+1]) and the aligned mask has
+the *token sequence*. Token t is predicted by the logits at position t-1, so the log-probs
+of the next tokens have column j = log p(tokens[j+1] | tokens[:j+1]) and the aligned mask has
 mask[b, j] = True  <=>  token j+1 lies in a span of episode b.
 """
 
@@ -136,7 +136,7 @@ def spans_to_mask(
     sequence (padded to seq_len); overlapping spans are unioned.
 
     shift=True (default, what the loss wants): shape [B, seq_len-1], aligned with
-    `token_logprobs(logits, tokens)`, i.e. with targets tokens[:, 1:]:
+    the next-token log-probs, i.e. with targets tokens[:, 1:]:
         mask[b, j] = True  <=>  token j+1 is in a span of b.
     A span may then not start at token 0: nothing predicts the first token.
     shift=False: shape [B, seq_len], mask[b, t] = True <=> token t is in a span (for display).
@@ -185,7 +185,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Log-probs and entropy from logits
+# Log-probs from logits
 # ----------------------------------------------------------------------------------------------
 
 
@@ -197,8 +197,8 @@ def gathered_logprobs(
 ) -> torch.Tensor:
     """log softmax(logits[b, index[b, p]] / temperature)[targets[b, p]], as [B, P] float32.
 
-    THE log-prob kernel of rrr: `token_logprobs` and the learner's forward passes (both batch
-    layouts, learner/layout.py) go through it. logits [B, K, V] are the outputs at K positions
+    THE log-prob kernel of rrr: the learner's forward passes (both batch layouts,
+    learner/layout.py) go through it. logits [B, K, V] are the outputs at K positions
     of each row; index [B, P] picks one of them per target, so one position may serve several
     targets (the last context token of a shared-prefix row predicts the first token of each of
     its G reflections) and a target list may be shorter than K (pad picks with any valid index,
@@ -228,27 +228,6 @@ def gathered_logprobs(
         out.append(row[row_index, row_targets] - normaliser[row_index])
     if not out:
         return torch.zeros(index.shape, dtype=torch.float32, device=logits.device)
-    return torch.stack(out)
-
-
-def token_logprobs(
-    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """log p(tokens[:, t+1] | prefix) from logits[:, t]; returns [B, T-1] float32 (through
-    `gathered_logprobs`, with every position predicting its next token)."""
-    steps = tokens.shape[1] - 1
-    index = torch.arange(steps, device=tokens.device).expand(tokens.shape[0], steps)
-    return gathered_logprobs(logits[:, :-1], index, tokens[:, 1:], temperature)
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy [B, T] in float32. Pass logits[:, :-1] to align with the mask."""
-    out = []
-    for row_logits in logits:
-        logp = torch.log_softmax(row_logits.float(), dim=-1)
-        p_logp = logp.exp() * logp
-        # -inf logits (banned tokens) give 0 * -inf = NaN; their true contribution is 0.
-        out.append(-torch.where(torch.isfinite(logp), p_logp, 0.0).sum(dim=-1))
     return torch.stack(out)
 
 
@@ -304,7 +283,6 @@ def policy_loss(
     kl_coef: float = 0.001,
     loss_agg: str = "seq_mean_token_mean",
     max_tokens_norm: int | None = None,
-    entropy: torch.Tensor | None = None,
     global_num_seqs: int | None = None,
     global_num_tokens: int | None = None,
     behaviour_logprobs: torch.Tensor | None = None,
@@ -336,7 +314,7 @@ def policy_loss(
     are replaced by constants there with torch.where (multiplying by the mask would give NaN*0).
 
     Metrics are python floats. "loss"/"policy_loss" are this batch's share (additive over
-    micro-batches with global normalisers); kl, clip_frac, ratio_mean, entropy are masked means
+    micro-batches with global normalisers); kl, clip_frac and ratio_mean are masked means
     over this batch's tokens and "num_tokens" is there to weight them.
     """
     if loss_agg not in LOSS_AGGREGATIONS:
@@ -400,8 +378,6 @@ def policy_loss(
             "adv_mean": advantages.float().mean().item(),
             "num_tokens": float(stats["num_tokens"]),
         }
-        if entropy is not None:
-            metrics["entropy"] = masked_mean(entropy.float(), m).item()
         if tis is not None:
             metrics["tis_weight_mean"] = masked_mean(tis, m).item()
             metrics["tis_weight_max"] = torch.where(m, raw, zero).max().item()

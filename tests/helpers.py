@@ -46,6 +46,18 @@ def build_tiny_model(
     return str(out)
 
 
+def next_token_logprobs(logits, tokens, temperature: float = 1.0):
+    """log p(tokens[:, t+1] | prefix) from logits[:, t], [B, T-1] float32: rrr's kernel
+    (rrr.grpo.gathered_logprobs) with every position predicting its next token."""
+    import torch
+
+    from rrr.grpo import gathered_logprobs
+
+    steps = tokens.shape[1] - 1
+    index = torch.arange(steps, device=tokens.device).expand(tokens.shape[0], steps)
+    return gathered_logprobs(logits[:, :-1], index, tokens[:, 1:], temperature)
+
+
 def hf_token_logprobs(model_path: str, sequences: list[list[int]], starts: list[int]) -> list:
     """Log-prob of tokens[start:] under transformers (float32), per sequence."""
     import torch

@@ -10,14 +10,13 @@ import torch
 
 from rrr.grpo import (
     LOSS_AGGREGATIONS,
-    entropy_from_logits,
     group_advantages,
     mask_stats,
     masked_mean,
     policy_loss,
     spans_to_mask,
-    token_logprobs,
 )
+from tests.helpers import next_token_logprobs
 
 AGGS = sorted(LOSS_AGGREGATIONS)
 
@@ -137,7 +136,7 @@ def test_mask_selects_span_tokens_as_logprob_targets() -> None:
     assert targets[0][m[0]].tolist() == [12, 13, 14]
     assert targets[1][m[1]].tolist() == [21, 26]
     logits = torch.randn(2, 7, 30)
-    assert token_logprobs(logits, tokens).shape == m.shape
+    assert next_token_logprobs(logits, tokens).shape == m.shape
 
 
 @pytest.mark.parametrize(
@@ -272,8 +271,7 @@ def test_policy_loss_matches_loop(agg: str, eps_high: float | None) -> None:
 def test_policy_loss_metrics() -> None:
     d = make_batch()
     m = d["mask"]
-    ent = torch.rand_like(d["lp"])
-    _, metrics = policy_loss(d["lp"], d["old"], d["ref"], d["adv"], m, entropy=ent)
+    _, metrics = policy_loss(d["lp"], d["old"], d["ref"], d["adv"], m)
     lp, old, ref, adv = d["lp"], d["old"], d["ref"], d["adv"]
     kls, ratios, clips = [], [], []
     for b, t in m.nonzero().tolist():
@@ -286,7 +284,6 @@ def test_policy_loss_metrics() -> None:
     assert metrics["ratio_mean"] == pytest.approx(statistics.mean(ratios))
     assert metrics["clip_frac"] == pytest.approx(sum(clips) / len(clips))
     assert metrics["adv_mean"] == pytest.approx(adv.mean().item())
-    assert metrics["entropy"] == pytest.approx(ent[m].mean().item())
     assert metrics["num_tokens"] == m.sum().item()
     assert all(isinstance(v, float) for v in metrics.values())
 
@@ -382,41 +379,33 @@ def test_micro_batches_sum_to_full_batch(agg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# log-probs / entropy
+# log-probs (rrr.grpo.gathered_logprobs, the learner's one kernel)
 # ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_token_logprobs_and_entropy_match_categorical(dtype: torch.dtype) -> None:
+def test_logprobs_match_categorical(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(4)
     b, t, v = 3, 6, 11
     logits = (4 * torch.randn(b, t, v, generator=gen)).to(dtype)
     tokens = torch.randint(0, v, (b, t), generator=gen)
-    got = token_logprobs(logits, tokens)
-    ent = entropy_from_logits(logits[:, :-1])
+    got = next_token_logprobs(logits, tokens)
     assert got.shape == (b, t - 1) and got.dtype == torch.float32
-    assert ent.shape == (b, t - 1)
     for i in range(b):
         for j in range(t - 1):
             dist = torch.distributions.Categorical(logits=logits[i, j].float())
             assert got[i, j].item() == pytest.approx(
                 dist.log_prob(tokens[i, j + 1]).item(), abs=1e-5
             )
-            assert ent[i, j].item() == pytest.approx(dist.entropy().item(), abs=1e-5)
 
 
-def test_token_logprobs_gradient_flows() -> None:
+def test_logprobs_gradient_flows() -> None:
     logits = torch.randn(2, 4, 7, requires_grad=True)
     tokens = torch.randint(0, 7, (2, 4))
-    token_logprobs(logits, tokens).sum().backward()
+    next_token_logprobs(logits, tokens).sum().backward()
     assert logits.grad is not None
     assert (logits.grad[:, -1] == 0).all()  # the last position predicts nothing
     assert (logits.grad[:, :-1] != 0).any()
-
-
-def test_entropy_ignores_banned_tokens() -> None:
-    logits = torch.tensor([[[0.0, 0.0, float("-inf")]]])
-    assert entropy_from_logits(logits).item() == pytest.approx(math.log(2))
 
 
 # ----------------------------------------------------------------------------- shuffled control

@@ -9,7 +9,8 @@ import torch
 from learner.batch import TrainBatch, build_train_batch, shard_batch
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
-from rrr.grpo import group_advantages, policy_loss, spans_to_mask, token_logprobs
+from rrr.grpo import group_advantages, policy_loss, spans_to_mask
+from tests.helpers import next_token_logprobs
 
 
 def _cfg(**kw) -> LearnerConfig:
@@ -133,7 +134,7 @@ def test_step_loss_equals_the_grpo_formula_and_moves_weights(tiny_model_path, fi
     b = fixed_batch
     ref = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
     with torch.no_grad():
-        lp = token_logprobs(ref(b.tokens).logits, b.tokens)
+        lp = next_token_logprobs(ref(b.tokens).logits, b.tokens)
     # Independent recomputation: full-vocab logits, one batch, no micro-batching; the
     # reference is the initial policy itself.
     want, want_m = policy_loss(lp, b.old_logprobs, lp, b.advantages, b.mask, kl_coef=0.001)

@@ -11,6 +11,7 @@ import verifiers.countdown
 from rrr.tasks import ApiGenTask, CountdownTask, RowError, detect_family, get_task, installed_tasks
 from rrr.tasks import apigen as ag
 from rrr.tasks import countdown as cd
+from rrr.tasks import countdown_gen as cdg
 
 TOOLS = [
     {
@@ -295,7 +296,7 @@ def test_row_keys_are_stable_and_distinct() -> None:
 def test_countdown_verify_delegates() -> None:
     task = get_task("countdown", "qwen")
     row = task.validate_row({"nums": [4, 73, 4, 23], "target": 76})
-    solution = verifiers.countdown.solve(row["nums"], row["target"])
+    solution = cdg.solve(row["nums"], row["target"])
     assert solution is not None
     good = task.verify(row, f"Let me think.\n\\boxed{{{solution}}}")
     assert good.correct and good.error is None

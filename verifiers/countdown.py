@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 
 from verifiers.verdict import Verdict
@@ -318,61 +318,3 @@ def _apply(op: str, values: list[Number]) -> None:
         if right == 0:
             raise _Invalid("division by zero")
         values.append(Fraction(left) / right)
-
-
-# --- solver ---------------------------------------------------------------------------------
-
-
-def solve(nums: Sequence[int], target: int) -> str | None:
-    """An equation using every number of ``nums`` exactly once that equals ``target``, or None.
-
-    Exhaustive over all binary trees (combine any two remaining values with + - * / in either
-    order), exact with Fractions, with a per-call cache of value-multisets already explored, so
-    3-4 numbers take a few milliseconds and 6 numbers well under a second. The result is fully
-    parenthesised, uses no unary minus, and ``verify(f"\\\\boxed{{{result}}}", nums, target)``
-    is correct.
-    """
-    items = [(Fraction(operator.index(n)), str(operator.index(n))) for n in nums]
-    if not items:
-        return None
-    return _search(items, Fraction(operator.index(target)), set())
-
-
-_Item = tuple[Fraction, str]  # (value, expression text)
-
-
-def _search(items: list[_Item], target: Fraction, seen: set[tuple[Fraction, ...]]) -> str | None:
-    """Depth-first search; ``seen`` holds value multisets already shown to be dead ends."""
-    if len(items) == 1:
-        value, text = items[0]
-        return text if value == target else None
-    key = tuple(sorted(item[0] for item in items))
-    if key in seen:
-        return None
-    seen.add(key)
-    for i in range(len(items)):
-        for j in range(i + 1, len(items)):
-            rest = [item for k, item in enumerate(items) if k != i and k != j]
-            for combined in _combinations(items[i], items[j]):
-                found = _search([*rest, combined], target, seen)
-                if found is not None:
-                    return _strip_outer(found) if len(rest) == 0 else found
-    return None
-
-
-def _combinations(a: _Item, b: _Item) -> Iterator[_Item]:
-    """Every value reachable from ``a`` and ``b`` with one binary operation."""
-    (x, ex), (y, ey) = a, b
-    yield x + y, f"({ex} + {ey})"
-    yield x * y, f"({ex} * {ey})"
-    yield x - y, f"({ex} - {ey})"
-    yield y - x, f"({ey} - {ex})"
-    if y != 0:
-        yield x / y, f"({ex} / {ey})"
-    if x != 0:
-        yield y / x, f"({ey} / {ex})"
-
-
-def _strip_outer(text: str) -> str:
-    """Drop the outermost parentheses the search wraps around the final combination."""
-    return text[1:-1] if text.startswith("(") and text.endswith(")") else text

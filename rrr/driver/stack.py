@@ -28,7 +28,7 @@ def init_ray(cfg: Config) -> Any:
     """Join the cluster a job was submitted to, or start a local Ray.
 
     Never passes a runtime_env: under `ray job submit` the job carries it, and a second one
-    fails to merge (NOTES-cpu.md).
+    fails to merge (docs/cpu-stack.md).
     """
     import ray
 
