@@ -1,13 +1,31 @@
-"""Session fixtures: Ray, models and the vLLM rollout worker start ONCE per test session.
+"""Session fixtures (Ray, models and the vLLM rollout worker start ONCE per test session) and
+the test tiers.
 
 CI has 2 cores; starting a vLLM engine costs ~30-40 s there, so every real-component test
 shares the same engine (a tiny random Llama with SmolLM2's tokenizer for plumbing; the
 embedded SmolLM2-135M only where its behaviour matters).
+
+Tiers: every test gets exactly one of three markers, from what it uses (`tier_of`):
+
+  stack  starts Ray, a vLLM engine or an `rrr` run: it requests a fixture in STACK_FIXTURES
+         (directly or through another fixture), or is marked `stack` by hand (a test that
+         starts its own Ray head or `rrr train` process, which no fixture shows);
+  model  builds, loads or runs model weights in this process: a fixture in MODEL_FIXTURES,
+         or marked `model` by hand (a test that loads a model itself);
+  unit   everything else: pure logic. A tokenizer is data here: `smollm2_path` (the embedded
+         model's directory, converted once per machine) serves unit tests its tokenizer and
+         chat template.
+
+`slow` (what `-m "not slow"` leaves out) is added to every model and stack test; a unit test
+may carry it by hand when it alone takes tens of seconds. A unit test that starts Ray or
+builds a model anyway fails (`_unit_guard`), so the tiers stay true as tests change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +39,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+TIERS = ("unit", "model", "stack")
+# Fixtures that start Ray or a vLLM engine (a fixture that requests one, such as a test
+# module's actor fleet, counts too: pytest lists the whole closure in item.fixturenames).
+STACK_FIXTURES = frozenset({"ray_local", "rollout_worker"})
+# Fixtures that build or load model weights in this process.
+MODEL_FIXTURES = frozenset({"tiny_model_path", "tied_model_path", "odd_vocab_model"})
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The one tier of a test: the highest its fixtures or its own tier marks say."""
+    names = set(getattr(item, "fixturenames", ()))
+    marked = {m.name for m in item.iter_markers() if m.name in TIERS}
+    if names & STACK_FIXTURES or "stack" in marked:
+        return "stack"
+    if names & MODEL_FIXTURES or "model" in marked:
+        return "model"
+    return "unit"
+
+
+# Every collected test as {"id", "fixtures", "marks"}, before `-m` or `-k` deselect any
+# (tests/test_tiers.py checks the rule on it).
+COLLECTED = pytest.StashKey[list[dict]]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the tiers are what it selects by
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        item.stash[_TIER] = tier
+        if item.get_closest_marker(tier) is None:
+            item.add_marker(tier)
+        if tier != "unit" and item.get_closest_marker("slow") is None:
+            item.add_marker("slow")
+    config.stash[COLLECTED] = [
+        {"id": item.nodeid, "fixtures": sorted(getattr(item, "fixturenames", ())),
+         "marks": sorted({m.name for m in item.iter_markers()})}
+        for item in items
+    ]  # fmt: skip
     try:
         import torch
 
@@ -36,6 +91,92 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+_TIER = pytest.StashKey[str]()
+
+
+class TierError(AssertionError):
+    pass
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with _unit_guard(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with _unit_guard(item):
+        return (yield)
+
+
+# What a unit test may not do, as (module, attribute): watched only once the module is imported,
+# so the guard imports nothing itself (a test that imports one of them inside its own body is
+# caught by the next unit test, or when `-m unit` runs it after one that imported it).
+_WATCHED = [
+    ("ray", "init", "starts Ray"),
+    ("transformers.modeling_utils", "PreTrainedModel.__init__", "builds a model"),
+    ("vllm.entrypoints.llm", "LLM.__init__", "starts a vLLM engine"),
+    ("deepspeed", "initialize", "starts DeepSpeed"),
+]
+_models_allowed = [0]  # > 0 inside `models_allowed()`
+
+
+@contextlib.contextmanager
+def models_allowed():
+    """Lift the unit guard for a fixture that prepares data once, such as `smollm2_path`
+    converting the embedded model the first time a machine needs its tokenizer."""
+    _models_allowed[0] += 1
+    try:
+        yield
+    finally:
+        _models_allowed[0] -= 1
+
+
+@contextlib.contextmanager
+def _unit_guard(item: pytest.Item):
+    """While a unit test is set up and runs, what _WATCHED lists raises TierError."""
+    if item.stash.get(_TIER, "unit") != "unit":
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for module_name, attribute, what in _WATCHED:
+            owner = sys.modules.get(module_name)
+            *path, name = attribute.split(".")
+            for part in path:
+                owner = getattr(owner, part, None)
+            original = None if owner is None else getattr(owner, name, None)
+            if original is not None:
+                stack.enter_context(_patched(owner, name, _refusal(item.nodeid, what, original)))
+        yield
+
+
+def _refusal(nodeid: str, what: str, original):
+    def refuse(*args, **kwargs):
+        if _models_allowed[0]:
+            return original(*args, **kwargs)
+        raise TierError(
+            f"{nodeid} is in the unit tier but {what}: request the fixture that provides it "
+            "or mark the test `model` / `stack` (tests/conftest.py, tier_of)"
+        )
+
+    return refuse
+
+
+@contextlib.contextmanager
+def _patched(owner: object, name: str, value: object):
+    missing = object()
+    saved = vars(owner).get(name, missing)  # a class's own attribute, not an inherited one
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if saved is missing:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, saved)
+
+
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     if not SAMPLE_DATA.is_dir():
@@ -47,7 +188,8 @@ def sample_data() -> Path:
 def smollm2_path() -> str:
     from rrr.models import resolve_model
 
-    return resolve_model("smollm2-135m")
+    with models_allowed():  # converted once per machine; unit tests read only its tokenizer
+        return resolve_model("smollm2-135m")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ engine, which is the point: a user learns of the mistake in seconds, not after a
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,12 +110,14 @@ def test_missing_model_is_named(capsys, tmp_path, command, model, says):
 
 @pytest.fixture(scope="module")
 def no_template_model(tmp_path_factory: pytest.TempPathFactory, smollm2_path: str) -> str:
-    """The tiny random model with its chat template removed (both places transformers keeps
-    one: chat_template.jinja and tokenizer_config.json)."""
-    from tests.helpers import build_tiny_model
-
-    path = Path(build_tiny_model(tmp_path_factory.mktemp("no-template"), smollm2_path))
-    (path / "chat_template.jinja").unlink(missing_ok=True)
+    """SmolLM2's config and tokenizer with its chat template removed (both places transformers
+    keeps one: chat_template.jinja and tokenizer_config.json), and no weights: the template is
+    checked before anything loads them."""
+    path = tmp_path_factory.mktemp("no-template")
+    for name in ("config.json", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json"):  # fmt: skip
+        if (Path(smollm2_path) / name).is_file():
+            shutil.copy(Path(smollm2_path) / name, path / name)
     config_file = path / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
     config.pop("chat_template", None)

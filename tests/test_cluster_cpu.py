@@ -9,11 +9,8 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
-
 from rrr.driver.cli import main
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -20,7 +20,6 @@ from rrr.driver.cli import main
 from rrr.driver.stack import Stack, load_task
 from rrr.episodes import EpisodeEngine
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack  # starts its own Ray and `rrr train` processes: no fixture shows it
 ROOT = Path(__file__).resolve().parents[1]
 
 

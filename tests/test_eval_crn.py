@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from rrr.crn import noise_key
 from rrr.generation import GenRequest
-
-pytestmark = pytest.mark.slow
 
 PROMPT = [1, 42, 77, 1337, 9, 2024, 31]
 OTHER = [1, 5, 6, 7, 8]

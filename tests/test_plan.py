@@ -73,6 +73,7 @@ def test_refusals_name_the_key(capsys: pytest.CaptureFixture) -> None:
     assert "must add up to at most 1" in err
 
 
+@pytest.mark.model  # builds three tiny transformers models itself
 def test_model_shape_counts_what_transformers_builds() -> None:
     """Parameter count and tensor list of the planner equal a real (tiny) model's, tied and
     untied, with and without attention biases."""

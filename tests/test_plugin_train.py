@@ -16,7 +16,6 @@ import pytest
 from rrr.driver.cli import main
 from tests.test_plugins import example_copy
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 # Everything cut to the smallest run that still builds failures, reflects, retries and steps.

@@ -17,8 +17,6 @@ from rrr.config import load_config
 from rrr.generation import GenRequest
 from tests.helpers import actors_by_state, same_samples
 
-pytestmark = pytest.mark.slow
-
 SEED = 1234
 # Long enough (a tiny random model rarely stops early) that a kill after 1 s lands mid-call.
 REQUESTS = [GenRequest(prompt_ids=[1, 2, 3, 10 + i], n=2, max_tokens=256) for i in range(16)]

@@ -28,7 +28,6 @@ import pytest
 from rrr.driver.cli import main
 from tests.helpers import actors_by_state
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 ACTOR_CLASSES = ("RolloutWorker", "LearnerActor", "VerifierActor")
 COMPARED = ("loss", "reward_mean", "reflection_tokens_mean", "episodes", "generated_tokens")

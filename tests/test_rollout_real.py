@@ -15,8 +15,6 @@ from rrr.generation import GenRequest
 from rrr.tasks import get_task
 from tests.helpers import hf_token_logprobs
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_path):

@@ -219,6 +219,7 @@ def _alone(model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
     return out
 
 
+@pytest.mark.model  # loads SmolLM2-135M's weights itself
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_shared_log_probs_equal_one_row_per_episode(smollm2_path, batch, attention):
     from transformers import AutoModelForCausalLM
@@ -260,6 +261,7 @@ def _step_grads(model_path: str, micro_batches: list[TrainBatch], **cfg) -> tupl
     return metrics, grads
 
 
+@pytest.mark.model  # loads SmolLM2-135M's weights itself
 def test_shared_gradients_equal_one_row_per_episode(smollm2_path, batch):
     """Same loss (clipped ratio vs sampler log-probs + k3 KL to the reference), same gradients,
     with gradient checkpointing on (the default) and micro-batches of whole groups."""
@@ -302,6 +304,7 @@ def test_deepspeed_engine_takes_the_shared_layout(tiny_model_path, batch):
     assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.model  # loads SmolLM2-135M's weights itself
 @pytest.mark.gpu
 def test_shared_layout_on_gpu_bf16_sdpa(smollm2_path, batch):
     """The GPU path: bf16 autocast over SDPA's memory-efficient CUDA kernel (forced: it takes

@@ -16,7 +16,6 @@ from collections import Counter
 from typing import Any
 
 import psutil
-import pytest
 import ray
 
 from actors.rollout_worker import RolloutFleet
@@ -26,8 +25,6 @@ from rrr.config import EpisodeConfig
 from rrr.episodes import CONTEXT_OVERFLOW, EpisodeEngine, Failure
 from rrr.tasks import get_task
 from tests.helpers import actors_by_state
-
-pytestmark = pytest.mark.slow
 
 SOAK_S = float(os.environ.get("RRR_SOAK_S", "60"))
 FAILURES_PER_ROUND = 4

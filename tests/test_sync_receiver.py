@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
-
 PROMPT = [1, 42, 77, 1337, 9, 2024, 31]
 
 

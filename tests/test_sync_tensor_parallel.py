@@ -5,11 +5,7 @@ lives beside tests/test_sync.py's two-engine fleet (2 cores, 24 GiB on CI)."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.test_sync import _learner_group, _restore, _step_sync_and_compare
-
-pytestmark = pytest.mark.slow
 
 
 def test_collective_sync_reaches_both_tensor_parallel_workers(ray_local, tiny_model_path):

@@ -10,7 +10,6 @@ import pytest
 
 from rrr.driver.cli import main
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 

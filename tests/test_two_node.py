@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.stack  # starts its own Ray and `rrr train` processes: no fixture shows it
 ROOT = Path(__file__).resolve().parents[1]
 
 

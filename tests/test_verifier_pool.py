@@ -15,8 +15,6 @@ import ray
 from actors.verifier_pool import VERIFIER_ERROR, VerifierPool
 from rrr.tasks.countdown import CountdownTask
 
-pytestmark = pytest.mark.slow
-
 
 class FaultyCountdown(CountdownTask):
     """Countdown whose verifier crashes on 'CRASH' and hangs on 'HANG' (a stand-in for a
