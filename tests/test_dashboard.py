@@ -17,7 +17,7 @@ import pytest
 
 from tests.helpers import free_port
 
-pytestmark = pytest.mark.stack  # starts its own Ray and `rrr train` processes: no fixture shows it
+pytestmark = pytest.mark.stack  # `rrr train` in a subprocess (its own Ray): no fixture shows it
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +53,9 @@ def test_local_run_serves_dashboard_and_rrr_metrics(tiny_model_path, sample_data
         f"logging.output_dir={run}", "logging.progress=false", "logging.checkpoint_every=1000",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Workers report metrics every 10 s by default; a shorter interval only shortens the wait
+    # below for the first export, the series and the endpoint are the same.
+    env["RAY_metrics_report_interval_ms"] = "2000"
     log = tmp_path / "train.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

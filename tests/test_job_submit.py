@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import free_port
 
-pytestmark = pytest.mark.stack  # starts its own Ray and `rrr train` processes: no fixture shows it
+pytestmark = pytest.mark.stack  # its own Ray head and `rrr train` jobs: no fixture shows them
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

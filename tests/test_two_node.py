@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.stack  # starts its own Ray and `rrr train` processes: no fixture shows it
+pytestmark = pytest.mark.stack  # a two-node Ray cluster in a subprocess: no fixture shows it
 ROOT = Path(__file__).resolve().parents[1]
 
 
