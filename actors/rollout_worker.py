@@ -137,15 +137,16 @@ class RolloutFleet:
     def call_all(self, method: str, *args: Any) -> list[Any]:
         return ray.get([getattr(w, method).remote(*args) for w in self.workers])
 
-    def replace_dead(self) -> list[int]:
-        """Ping every worker and replace the dead ones (e.g. before a weight sync)."""
+    def replace_dead(self, notify: bool = True) -> list[int]:
+        """Ping every worker and replace the dead ones. notify=False: do not call on_restart
+        (the caller gives the replacements their weights itself, e.g. a push about to run)."""
         dead = []
         for i, w in enumerate(self.workers):
             try:
                 ray.get(w.ping.remote())
             except _ACTOR_GONE:
                 dead.append(i)
-        self._replace(dead)
+        self._replace(dead, notify)
         return dead
 
     def shutdown(self) -> None:
@@ -153,7 +154,7 @@ class RolloutFleet:
             ray.kill(w)
         self.workers = []
 
-    def _replace(self, indices: list[int]) -> None:
+    def _replace(self, indices: list[int], notify: bool = True) -> None:
         if not indices:
             return
         if self.factory is None or self.restarts + len(indices) > self.max_restarts:
@@ -167,7 +168,7 @@ class RolloutFleet:
         _wait_ready([self.workers[i] for i in indices], timeout_s=900)
         self.restarts += len(indices)
         log.warning("restarted rollout worker(s) %s (%d restarts so far)", indices, self.restarts)
-        if self.on_restart is not None:
+        if notify and self.on_restart is not None:
             self.on_restart(indices)
 
     def _next_seeds(self) -> list[int | None]:

@@ -138,6 +138,9 @@ class VLLMEngine:
             ) from exc
         self.tokenizer = self.llm.get_tokenizer()
         self._sleeping = False
+        # The policy version of the loaded weights (the learner step they come from; 0 = the
+        # base model). Set by every weight load that names one; stamped on every sample.
+        self.version = 0
 
     # ------------------------------------------------------------------ generation
 
@@ -158,7 +161,10 @@ class VLLMEngine:
         params = [self._params(r, None if r.noise_keys is None else r.noise_keys[j])
                   for r, j in flat]  # fmt: skip
         outputs = iter(self.llm.generate(prompts, params, use_tqdm=False))
-        return [[_to_sample(next(outputs).outputs[0]) for _ in range(r.n)] for r in requests]
+        return [
+            [_to_sample(next(outputs).outputs[0], self.version) for _ in range(r.n)]
+            for r in requests
+        ]
 
     def _params(self, r: GenRequest, noise_key: int | None) -> Any:
         from vllm import SamplingParams
@@ -196,18 +202,20 @@ class VLLMEngine:
             save_file(tensors, f.name)
             return self.load_weights_file(f.name)
 
-    def load_weights_file(self, path: str, aliases: dict[str, str] | None = None) -> int:
+    def load_weights_file(
+        self, path: str, aliases: dict[str, str] | None = None, version: int | None = None
+    ) -> int:
         """Load a safetensors file of (some) weights; every vLLM worker reads it. `aliases`
         (tied name -> shared weight) come from the learner's manifest; None: the model's own
-        tied head, if any."""
+        tied head, if any. `version`: the policy version these weights are (None: unchanged)."""
         counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
-        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        self._loaded(version)
         return int(counts[0])
 
-    def load_weights_bytes(self, blob: bytes, aliases: dict[str, str] | None = None) -> int:
-        counts = self.llm.collective_rpc("rrr_reload_from_bytes", args=(blob, aliases))
-        self.reset_prefix_cache()
-        return int(counts[0])
+    def _loaded(self, version: int | None) -> None:
+        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        if version is not None:
+            self.version = version
 
     def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
@@ -232,15 +240,19 @@ class VLLMEngine:
             "rrr_init_group", args=(host, port, rank_offset, world_size, timeout_s)
         )
 
-    def sync_receive(self, plan: list[dict], aliases: dict[str, str] | None = None) -> int:
+    def sync_receive(
+        self, plan: list[dict], aliases: dict[str, str] | None = None, version: int | None = None
+    ) -> int:
         counts = self.llm.collective_rpc("rrr_receive_buckets", args=(plan, aliases))
-        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        self._loaded(version)
         return int(counts[0])
 
     def sync_close(self) -> None:
         self.llm.collective_rpc("rrr_close_group")
 
-    def sync_load_blob(self, blob: Any, aliases: dict[str, str] | None = None) -> dict[str, float]:
+    def sync_load_blob(
+        self, blob: Any, aliases: dict[str, str] | None = None, version: int | None = None
+    ) -> dict[str, float]:
         """The object transport: Ray resolved the ObjectRef into `blob` (zero-copy from this
         node's object store); one /dev/shm file hands it to vLLM's workers (vLLM's RPC is a
         slow carrier for hundreds of MB, docs/cpu-stack.md)."""
@@ -252,7 +264,7 @@ class VLLMEngine:
             f.flush()
             write_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            self.load_weights_file(f.name, aliases)
+            self.load_weights_file(f.name, aliases, version)
         return {"write_s": write_s, "load_s": time.perf_counter() - t1}
 
     # ------------------------------------------------------------------ colocation
@@ -281,7 +293,7 @@ class VLLMEngine:
         return os.getpid()
 
 
-def _to_sample(completion: Any) -> Sample:
+def _to_sample(completion: Any, version: int) -> Sample:
     ids = list(completion.token_ids)
     logprobs = [float(step[tok].logprob) for tok, step in zip(ids, completion.logprobs or [])]
     return Sample(
@@ -289,4 +301,5 @@ def _to_sample(completion: Any) -> Sample:
         logprobs=logprobs,
         text=completion.text,
         finish_reason="length" if completion.finish_reason == "length" else "stop",
+        version=version,
     )

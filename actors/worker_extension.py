@@ -69,11 +69,6 @@ class WeightReceiver:
 
         return self._rrr_reload(iter(load_file(path).items()), aliases)
 
-    def rrr_reload_from_bytes(self, blob: bytes, aliases: dict[str, str] | None = None) -> int:
-        from safetensors.torch import load
-
-        return self._rrr_reload(iter(load(blob).items()), aliases)
-
     def _rrr_reload(
         self, weights: Iterator[tuple[str, Any]], aliases: dict[str, str] | None
     ) -> int:

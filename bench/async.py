@@ -10,8 +10,15 @@ timing/sync_s per step), the step time one-step-off would give on devices of its
 max(rollout[s+1], learn[s]) + sync[s], against rollout + learn + sync: the speed-up that
 disaggregated devices can reach with those stage times.
 
+Predict (no GPU needed): for a GPU preset, the stage times of one step on H100s from a roofline
+model of the preset's own shapes and counts (`rrr plan`'s model shape; F failures x G
+reflections, R rollout GPUs, L learner GPUs), then the same one-step-off formula. Every
+assumption (efficiencies, mean lengths) is printed and can be changed; it predicts, a GPU run's
+metrics (`--simulate`) measure.
+
   .venv/bin/python bench/async.py --config configs/cluster-cpu.yaml --steps 4
   .venv/bin/python bench/async.py --simulate runs/x/metrics.jsonl [more.jsonl ...]
+  .venv/bin/python bench/async.py --predict configs/qwen2.5-7b-countdown-8xh100.yaml
 
 On this 2-core machine the learner and the fleet share the cores, so overlapping them cannot
 buy speed; the measured ratio says how much the overlap costs or gains here, the simulation what
@@ -54,6 +61,69 @@ def simulate(steps: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+# H100 SXM (bf16 dense, HBM3, NVLink 4) and the efficiencies the prediction assumes.
+H100 = {"flops": 989e12, "hbm": 3.35e12, "nvlink": 300e9}
+ASSUME = {
+    "mfu": 0.40,  # training and prefill: share of peak bf16 FLOPs reached
+    "bw_eff": 0.60,  # decode: share of HBM bandwidth reached reading weights and KV
+    "prompt": 150,  # mean prompt tokens (Countdown; an APIGen prompt with its tools: ~800)
+    "attempt": 300,  # mean failed-attempt, reflection and retry tokens
+    "reflection": 150,
+    "retry": 300,
+}
+
+
+def predict(cfg, assume: dict[str, float], dev: dict[str, float] = H100) -> dict[str, float]:
+    """One step's rollout, learn and sync seconds on H100s, from a roofline of the preset.
+
+    Rollout, per rollout GPU (F*G/R chains): the reflect phase prefills each failure's context
+    once (prefix cache) and decodes its G reflections; the retry phase prefills each reflection
+    and decodes the retry. A decode step costs max(read weights + KV, 2*P*b FLOPs); all b
+    chains run for the mean length, then the batch's longest runs alone to the cap (max_tokens),
+    as a straggler does. Learn, per learner GPU: (2 + 4 policy + 2 reference) * P FLOPs per
+    forward token, shared-prefix layout (context once per failure + G reflections), plus ZeRO-3's
+    parameter all-gather (forward, backward) and gradient reduce-scatter per micro-batch. Sync:
+    the bf16 weights gathered and broadcast over NVLink, then loaded by vLLM."""
+    from rrr.model_shapes import model_shape
+
+    shape = model_shape(cfg.model.name_or_path)
+    P, e = shape.params, cfg.episode
+    F, G, R = cfg.learner.failures_per_step, e.num_reflections, cfg.rollout.num_workers
+    L, TP = cfg.learner.num_learners, cfg.rollout.tensor_parallel_size
+    peak, bw = dev["flops"] * assume["mfu"], dev["hbm"] * assume["bw_eff"]
+    kv = shape.kv_bytes_per_token(2, TP)
+    context = assume["prompt"] + assume["attempt"]
+
+    def decode(b: float, mean: float, cap: int, ctx: float) -> float:
+        """b chains for `mean` tokens at context ~ctx, then one straggler to the cap."""
+
+        def step(n: float) -> float:  # one decode step of n chains on one of TP GPUs
+            return max((2 * P / TP + n * ctx * kv) / bw, 2 * P * n / (TP * peak))
+
+        return mean * step(b) + max(cap - mean, 0) * step(1)
+
+    chains = F * G / R
+    reflect = 2 * P * (F / R) * context / (TP * peak) + decode(
+        chains, assume["reflection"], e.max_reflection_tokens, context + assume["reflection"] / 2
+    )
+    retry_ctx = context + assume["reflection"] + assume["retry"] / 2
+    retry = 2 * P * chains * assume["reflection"] / (TP * peak) + decode(
+        chains, assume["retry"], e.max_retry_tokens, retry_ctx
+    )
+    tokens = F * context + F * G * assume["reflection"]
+    micro = max(1.0, F * G / (L * cfg.learner.micro_batch_size))
+    zero3 = 3 * 2 * P / dev["nvlink"] * micro if cfg.learner.zero_stage == 3 else 0.0
+    learn = 8 * P * tokens / (L * peak) + zero3
+    sync = 2 * (2 * P / dev["nvlink"]) + 2 * P / TP / dev["hbm"]  # gather, broadcast, load
+    sequential = reflect + retry + learn + sync
+    return {
+        "rollout_s": reflect + retry, "learn_s": learn, "zero3_comm_s": zero3, "sync_s": sync,
+        "sequential_s": sequential,
+        "one_step_off_s": max(reflect + retry, learn) + sync,
+        "speedup": sequential / (max(reflect + retry, learn) + sync),
+    }  # fmt: skip
+
+
 def measure(config: str, steps: int, staleness: int, out: Path) -> dict[str, float]:
     cmd = [
         sys.executable, "-m", "rrr.driver.cli", "train", "--config", config,
@@ -76,7 +146,22 @@ def main() -> None:
     p.add_argument("--config", default="configs/cluster-cpu.yaml")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--simulate", nargs="+", metavar="METRICS", help="metrics.jsonl of runs")
+    p.add_argument("--predict", nargs="+", metavar="PRESET", help="GPU presets to predict")
+    p.add_argument("--assume", nargs="*", default=[], metavar="KEY=VALUE",
+                   help=f"change an assumption of --predict: {ASSUME}")  # fmt: skip
     args = p.parse_args()
+    if args.predict:
+        from rrr.config import load_config
+
+        assume = {**ASSUME, **{k: float(v) for k, v in (a.split("=", 1) for a in args.assume)}}
+        print(f"assumed (H100 SXM {H100}): {assume}")
+        for preset in args.predict:
+            r = predict(load_config(preset), assume)
+            print(f"{preset}: rollout {r['rollout_s']:.1f} s, learn {r['learn_s']:.1f} s "
+                  f"(ZeRO-3 traffic {r['zero3_comm_s']:.1f} s), sync {r['sync_s']:.2f} s a step; "
+                  f"sequential {r['sequential_s']:.1f} s -> one-step-off "
+                  f"{r['one_step_off_s']:.1f} s: speed-up {r['speedup']:.2f}x")  # fmt: skip
+        return
     if args.simulate:
         for path in args.simulate:
             sim = simulate(read_steps(Path(path)))

@@ -147,6 +147,10 @@ class LearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.cfg, self.model_path = cfg, model_path
+        # The policy version of the weights the ranks hold: the learner step they come from
+        # (0 = the base model; a skipped step counts, its weights are the previous ones). The
+        # weight sync stamps it on the rollout workers, which stamp it on every sample.
+        self.version = 0
         n = cfg.num_learners
         bundle = {"CPU": cfg.num_cpus_per_learner}
         if cfg.num_gpus_per_learner:
@@ -208,9 +212,11 @@ class LearnerGroup:
         gradients would still move the weights by momentum."""
         if batch.size == 0 or batch.global_num_tokens == 0:
             log.warning("step skipped: no reflection tokens to train on in this batch")
+            self.version += 1
             return {**batch.metrics, "skipped": 1.0}
         shards = self.shard(batch)
         per_rank = gather([a.step.remote(s) for a, s in zip(self.actors, shards)], "a step")
+        self.version += 1
         return {**batch.metrics, **aggregate_metrics(per_rank)}
 
     def shard(self, batch: TrainBatch) -> list[list[TrainBatch]]:
@@ -251,6 +257,7 @@ class LearnerGroup:
                 f"{self.backend}"
             )
         gather([a.load_state.remote(str(path)) for a in self.actors], "a checkpoint load")
+        self.version = int(state["step"])
         return state
 
     # ------------------------------------------------------------------ misc

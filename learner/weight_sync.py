@@ -188,7 +188,8 @@ class CollectiveSync:
             self.reconnect()  # the fleet replaced a worker since the group formed
         t_start = time.perf_counter()
         send = [a.sync_broadcast.remote(self.plan, self.wire_dtype) for a in self.learners.actors]
-        recv = [w.sync_receive.remote(self.plan, self.aliases) for w in self.workers]
+        version = self.learners.version  # stamped on every sample the workers draw from now
+        recv = [w.sync_receive.remote(self.plan, self.aliases, version) for w in self.workers]
         try:
             _wait(recv, "receiving weights", self.timeout_s)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
@@ -278,14 +279,15 @@ class ObjectStoreSync:
                 for a in self.learners.actors]  # fmt: skip
         sent = gather_learners(refs, "a weight export")[0]
         t0 = time.perf_counter()
+        version = self.learners.version  # stamped on every sample the workers draw from now
         if self.transport == "shm":
-            _wait([w.load_weights_file.remote(sent["path"], sent["aliases"]) for w in workers],
-                  "loading weights", self.timeout_s)  # fmt: skip
+            _wait([w.load_weights_file.remote(sent["path"], sent["aliases"], version)
+                   for w in workers], "loading weights", self.timeout_s)  # fmt: skip
             write_s = 0.0
         else:
             ref = sent["refs"][0]
-            loads = _wait([w.sync_load_blob.remote(ref, sent["aliases"]) for w in workers],
-                          "loading weights", self.timeout_s)  # fmt: skip
+            loads = _wait([w.sync_load_blob.remote(ref, sent["aliases"], version)
+                           for w in workers], "loading weights", self.timeout_s)  # fmt: skip
             del ref
             write_s = max(x["write_s"] for x in loads)
         load_s = time.perf_counter() - t0 - write_s

@@ -48,6 +48,11 @@ class EpochSampler(Generic[T]):
     def state(self) -> dict[str, Any]:
         return asdict(self.cursor)
 
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to a `state()` (a draw that was not used is drawn again)."""
+        self.cursor = Cursor(**state)
+        self._order = self._permutation(self.cursor.epoch)
+
     @staticmethod
     def cursor_from(state: dict[str, Any] | None) -> Cursor | None:
         return Cursor(**state) if state else None

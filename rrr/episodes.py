@@ -69,6 +69,9 @@ class Failure:
     first_verdict: Verdict | None = None
     # Which of the k first-try samples of its problem failed (evaluation keys its noise on it).
     sample_index: int = 0
+    # The policy version that sampled the attempt (online mode); None: it comes from the
+    # failure dataset (sampled before this run, by the model its manifest names).
+    version: int | None = None
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Episode:
     retry_texts: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     drop_reason: str | None = None  # set: the reward is unknown; the learner must skip it
+    # The policy version that sampled each part ("attempt" when sampled in this run,
+    # "reflect:<round>", "retry:<round>"), as the sampling engine stamped it (issue 22).
+    versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def trainable(self) -> bool:
@@ -111,6 +117,10 @@ class EpisodeBatch:
 
     def rewards(self) -> list[float]:
         return [e.reward for e in self.episodes]
+
+    def versions(self) -> set[int]:
+        """Every policy version that sampled a part of this batch (one, when all went well)."""
+        return {v for e in self.episodes for v in e.versions.values()}
 
     def metrics(self) -> dict[str, float]:
         return episode_metrics(
@@ -177,6 +187,7 @@ class _Chain:
     group_index: int
     history: list[Message]  # message shapes so far (for rendering turn suffixes)
     ids: list[int]  # full token stream so far
+    versions: dict[str, int]  # the policy version of each sampled part (Episode.versions)
     episode: Episode | None = None
     done: bool = False
     solved: bool = False
@@ -253,7 +264,8 @@ class EpisodeEngine:
             elif verdict[0].error == VERIFIER_ERROR:  # maybe not a failure at all
                 skipped[VERIFIER_ERROR] += 1
             else:
-                failures.append(Failure(row, group[0].token_ids, group[0].text, verdict[0]))
+                failures.append(Failure(row, group[0].token_ids, group[0].text, verdict[0],
+                                        version=group[0].version))  # fmt: skip
         return OnlineFirstAttempts(failures, len(rows), solved, skipped)
 
     def online_failures(self, rows: list[dict[str, Any]]) -> list[Failure]:
@@ -269,7 +281,8 @@ class EpisodeEngine:
             first = self.task.first_messages(f.row)
             ids = self.renderer.prompt_ids(first) + list(f.attempt_ids)
             history = [*first, {"role": "assistant", "content": f.attempt_text}]
-            chains += [_Chain(i, g, list(history), list(ids)) for g in range(G)]
+            sampled = {} if f.version is None else {"attempt": f.version}
+            chains += [_Chain(i, g, list(history), list(ids), dict(sampled)) for g in range(G)]
 
         suffixes: dict[tuple, list[int]] = {}
         for round_ in range(self.cfg.retry_depth):
@@ -295,6 +308,7 @@ class EpisodeEngine:
                     c.mark(CONTEXT_OVERFLOW, round_)
                     continue
                 gen_tokens += len(sample.token_ids)
+                c.versions[f"reflect:{round_}"] = sample.version
                 start = len(c.ids)
                 c.ids += list(sample.token_ids)
                 c.history.append({"role": "assistant", "content": sample.text})
@@ -332,6 +346,7 @@ class EpisodeEngine:
                     c.mark(CONTEXT_OVERFLOW, round_)
             for (c, s), verdict in zip(ok, verdicts):
                 gen_tokens += len(s.token_ids)
+                c.versions[f"retry:{round_}"] = s.version
                 c.ids += list(s.token_ids)
                 c.history.append({"role": "assistant", "content": s.text})
                 if c.episode is not None:
@@ -354,6 +369,7 @@ class EpisodeEngine:
                 incident_round=c.incident_round,
                 rewarded_round=self.cfg.rewarded_reflection,
             )
+            c.episode.versions = c.versions
             episodes.append(c.episode)
         return EpisodeBatch(failures, episodes, G, dict(timings), gen_tokens, counters)
 

@@ -34,12 +34,15 @@ class GenRequest:
 
 @dataclass(frozen=True)
 class Sample:
-    """One generated continuation: ids, the sampler's log-prob of each id, and its text."""
+    """One generated continuation: ids, the sampler's log-prob of each id, its text, and the
+    policy version of the weights that sampled it (the learner step they come from; 0 = the
+    base model), as the sampling engine itself reports it."""
 
     token_ids: list[int]
     logprobs: list[float]
     text: str
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_tokens)
+    version: int = 0
 
 
 class Generator(Protocol):

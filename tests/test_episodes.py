@@ -26,9 +26,10 @@ class Scripted:
     """Reflections are 'hint <k>'; a retry is correct when its chain's reflection number is in
     `solves` (per round), else wrong. Records every call."""
 
-    def __init__(self, tok, solves):
+    def __init__(self, tok, solves, version=0):
         self.tok, self.solves, self.calls = tok, solves, []
         self.counter = itertools.count()
+        self.version = version  # stamped on every sample, as a vLLM engine stamps its weights'
 
     def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
         self.calls.append(requests)
@@ -45,7 +46,8 @@ class Scripted:
                     target = int(last_user.split("equals ")[1].split(".")[0])
                     reply = SOLUTIONS[target] if hint in self.solves else r"\boxed{1}"
                 ids = self.tok.encode(reply, add_special_tokens=False)[: req.max_tokens]
-                group.append(Sample(ids, [-0.5] * len(ids), self.tok.decode(ids), "stop"))
+                group.append(Sample(ids, [-0.5] * len(ids), self.tok.decode(ids), "stop",
+                                    version=self.version))  # fmt: skip
             out.append(group)
         return out
 
@@ -94,6 +96,26 @@ def test_retry_depth_two_rewards_the_first_reflection(tok):
     assert second.reflection_text == "hint 0" and len(second.verdicts) == 2
     assert [v.correct for v in second.verdicts] == [False, True]
     assert len(batch.episodes[1].verdicts) == 1  # solved at round 0, stopped
+
+
+def test_every_part_carries_the_version_that_sampled_it(tok):
+    class Stepping(Scripted):  # the weights change between the two retry rounds
+        def generate(self, requests):
+            if len(self.calls) == 3:
+                self.version = 8
+            return super().generate(requests)
+
+    gen = Stepping(tok, solves={1}, version=7)
+    failures = _failures(tok)
+    failures[1].version = 6  # an online first attempt of row 1 (row 0's: from the dataset)
+    batch = _engine(tok, gen, num_reflections=4, retry_depth=2).run(failures)
+    assert batch.episodes[1].versions == {"reflect:0": 7, "retry:0": 7}  # solved at round 0
+    assert batch.episodes[0].versions == {"reflect:0": 7, "retry:0": 7, "reflect:1": 7,
+                                          "retry:1": 8}  # fmt: skip
+    assert batch.episodes[4].versions["attempt"] == 6
+    assert batch.versions() == {6, 7, 8}  # the pipeline refuses such a batch (VersionMixError)
+    same = _engine(tok, Scripted(tok, solves={1}, version=3), num_reflections=4).run(_failures(tok))
+    assert same.versions() == {3}
 
 
 def test_rewarding_the_second_reflection(tok):

@@ -10,7 +10,19 @@ import time
 
 import pytest
 
-from rrr.driver.rollout_pipeline import RolloutPipeline, overlap_s
+from rrr.driver.rollout_pipeline import (
+    RolloutAbandoned,
+    RolloutPipeline,
+    VersionMixError,
+    overlap_s,
+)
+
+
+class Stamps(list):
+    """A batch's sample versions, as rrr.episodes.EpisodeBatch.versions() reports them."""
+
+    def versions(self) -> set[int]:
+        return set(self)
 
 
 class Fleet:
@@ -32,7 +44,7 @@ class Fleet:
         self.log.append(("rollout", step, t0, time.perf_counter()))
         self.busy.release()
         # a group's episodes carry the version they were sampled with
-        return [version] * 4, {}, {"consumed": self.cursor}
+        return Stamps([version] * 4), {}, {"consumed": self.cursor}
 
     def push(self, version: int) -> None:
         assert self.busy.acquire(blocking=False), "push during a rollout"
@@ -107,9 +119,74 @@ def test_checkpoint_cursor_is_the_trained_batchs_and_errors_surface_in_take():
     with pytest.raises(RuntimeError, match="engine died"):
         pipe.take(1)
     pipe.close()
-    pipe = RolloutPipeline(lambda s: ([], {}, {"consumed": 0}), 1)
+    pipe = RolloutPipeline(lambda s: (Stamps(), {}, {"consumed": 0}), 1)
     pipe.start_ahead(2)
     with pytest.raises(RuntimeError, match="taken at step 3"):
         pipe.take(3)
     with pytest.raises(ValueError, match=">= 0"):
         RolloutPipeline(broken, -1)
+
+
+def test_a_batch_that_mixes_versions_is_refused():
+    pipe = RolloutPipeline(lambda s: (Stamps([0, 0, 1]), {}, {"consumed": 1}), 0)
+    with pytest.raises(VersionMixError, match=r"versions \[0, 1\]"):
+        pipe.take(1)
+    pipe = RolloutPipeline(lambda s: (Stamps([1, 1]), {}, {"consumed": 1}), 0)
+    with pytest.raises(VersionMixError, match="version 0 alone"):
+        pipe.take(1)  # the fleet holds version 0 by the driver's count: the stamps disagree
+
+
+def test_a_rollout_abandoned_ahead_is_made_again_from_the_synced_fleet():
+    """A worker replaced while the rollout ran ahead (the train loop's on_restart raises
+    RolloutAbandoned): take() resyncs the fleet and rolls out again, at staleness 0, with the
+    same draw; the version stamps then agree."""
+    state = {"version": 0, "cursor": 0, "resyncs": 0, "lose_worker": True}
+
+    def produce(step):
+        drawn_from = state["cursor"]
+        state["cursor"] += 1  # this step's draw
+        if state["lose_worker"]:
+            state["lose_worker"] = False
+            state["cursor"] = drawn_from  # put the draw back, as train.produce does
+            raise RolloutAbandoned("worker 1 replaced")
+        return Stamps([state["version"]] * 4), {}, {"consumed": state["cursor"]}
+
+    def resync():
+        state["resyncs"] += 1
+        state["version"] = 1  # the learner trained step 1
+        return 1
+
+    pipe = RolloutPipeline(produce, 1, resync=resync)
+    state["lose_worker"] = False
+    first = pipe.take(1)
+    state["lose_worker"] = True  # the ahead rollout loses a worker while step 1 trains
+    assert pipe.start_ahead(2)
+    pipe.idle()
+    second = pipe.take(2)
+    assert (second.version, second.staleness(), second.episodes.versions()) == (1, 0, {1})
+    assert [first.cursor["consumed"], second.cursor["consumed"]] == [1, 2]  # nothing skipped
+    assert (pipe.abandoned, state["resyncs"]) == (1, 1)
+    pipe.close()
+    without = RolloutPipeline(lambda s: (_ for _ in ()).throw(RolloutAbandoned("x")), 0)
+    with pytest.raises(RolloutAbandoned):
+        without.take(1)  # no resync given: the caller sees it
+
+
+def test_running_ahead_is_true_only_while_the_ahead_rollout_generates():
+    gate = threading.Event()
+    seen = []
+
+    def produce(step):
+        gate.wait(5)
+        return Stamps([0]), {}, {"consumed": step}
+
+    pipe = RolloutPipeline(produce, 1)
+    seen.append(pipe.running_ahead)
+    pipe.start_ahead(2)
+    seen.append(pipe.running_ahead)
+    gate.set()
+    pipe.idle()
+    seen.append(pipe.running_ahead)
+    pipe.take(2)
+    pipe.close()
+    assert seen == [False, True, False]

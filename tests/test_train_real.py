@@ -4,11 +4,16 @@ learner; 2 steps with checkpoints, then a restart that resumes and continues at 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from rrr.driver.cli import main
+from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,19 +138,51 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
 ):
     """rollout.max_staleness=1 with real actors: the fleet generates step s+1 while the learner
     trains step s; batches after the first are one update stale, the TIS weights are logged,
-    and the checkpoint's cursor is the trained batch's (a batch started ahead is drawn again)."""
+    and the checkpoint's cursor is the trained batch's (a batch started ahead is drawn again).
+
+    The rollout worker is SIGKILLed the moment step 1's checkpoint exists, which is when step
+    3's rollout starts ahead of step 2's learning. Its replacement cannot be given step 1's
+    weights (the learner is making step 2's), so that rollout is abandoned: after step 2's push
+    it is made again, from the same draw, by one version (staleness 0)."""
     run = tmp_path / "async"
     args = [
         *_tiny_run(tiny_model_path, sample_data), "learner.max_steps=3",
         "rollout.max_staleness=1", "learner.tis_cap=2.0", "rollout.kv_cache_gib=1",
-        "logging.checkpoint_every=2", f"logging.output_dir={run}", "logging.progress=false",
+        # long enough for the kill to land while step 3's rollout runs; no engine child process
+        "episode.max_reflection_tokens=32", "episode.max_retry_tokens=32",
+        "rollout.in_process_engine=true", "rollout.max_restarts=1",
+        "logging.checkpoint_every=1", f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
+    before = set(actors_by_state("RolloutWorker").get("ALIVE", []))
+    killed: list[int] = []
+
+    def kill_when_step_1_is_saved() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            ours = set(actors_by_state("RolloutWorker").get("ALIVE", [])) - before
+            if ours:
+                break
+            time.sleep(0.5)
+        manifest = run / "checkpoints" / "step_00000001" / "manifest.json"
+        while time.monotonic() < deadline and not manifest.is_file():
+            time.sleep(0.01)
+        os.kill(ours.pop(), signal.SIGKILL)
+        killed.append(1)
+
+    saboteur = threading.Thread(target=kill_when_step_1_is_saved, daemon=True)
+    saboteur.start()
     assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.split("run directory:")[0])
+    saboteur.join(timeout=5)
+    assert killed, "the rollout worker was not killed"
+    out = capsys.readouterr().out  # Ray's raylet reports the killed worker on stdout first
+    summary = json.loads(out[out.index("{\n") :].split("run directory:")[0])
     assert summary["end_step"] == 3 and "dropped_in_flight" not in summary
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["rollout/staleness"] for m in lines] == [0.0, 1.0, 1.0]
-    assert [m["failures_consumed"] for m in lines] == [2.0, 4.0, 6.0]
+    assert [m["rollout/staleness"] for m in lines] == [0.0, 1.0, 0.0]
+    assert [m["rollout/abandoned"] for m in lines] == [0.0, 0.0, 1.0]
+    # replaced while step 2 trained (by step 3's rollout), so step 2's line counts it already
+    assert [m["rollout_worker_restarts"] for m in lines] == [0.0, 1.0, 1.0]
+    assert [m["failures_consumed"] for m in lines] == [2.0, 4.0, 6.0]  # the draw was put back
     for m in lines:
         assert 0 < m["tis_weight_mean"] <= 2.0 and m["tis_weight_max"] > 0
         assert 0 <= m["tis_clip_frac"] <= 1 and m["rollout/overlap_s"] >= 0

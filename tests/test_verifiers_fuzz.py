@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from rrr.tasks.countdown_gen import solve
 from verifiers import Verdict, apigen, countdown
 
-# A bound on each hostile input, not a speed goal (bench/verifiers.py measures speed): the inputs
-# take milliseconds, while what they probe for (catastrophic regex backtracking, quadratic
+# A bound on each hostile input, not a speed goal (bench/verifier_speed.py measures speed): the
+# inputs take milliseconds, while what they probe for (catastrophic regex backtracking, quadratic
 # parsing, huge integers) takes minutes. 10 s leaves a loaded 2-core CI a wide margin.
 TIME_LIMIT_S = 10.0
 GOLD_CALL = [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]

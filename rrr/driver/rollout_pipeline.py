@@ -10,7 +10,17 @@ sampled it; the learner trains step s at version s-1, so a batch's staleness is 
 A rollout is started early only when its staleness at training time stays <= N; one rollout is
 in flight at a time (the fleet is one pipeline; generating two batches at once would only split
 it), and the fleet's weights change only between rollouts (`idle` before every push), so every
-batch, and every group in it, is sampled by one version.
+batch, and every group in it, is sampled by one version. The samples carry the version the
+engine that drew them held (rrr.generation.Sample.version); `take` checks every part of every
+episode against the version the batch should have, and refuses a batch that mixes versions.
+
+A rollout worker that dies mid-rollout is replaced by the fleet. When the learner's weights are
+still the fleet's version, the replacement is given them and the lost shard is re-sent (the
+fleet's on_restart, as in a sequential run). Otherwise (the learner is training beside a rollout
+started ahead, or has stepped since the last push) giving the replacement the learner's weights
+would mix versions inside the batch, so on_restart raises RolloutAbandoned instead: the rollout
+is dropped (its draw is put back, `abandoned` counts it), and `take` syncs the whole fleet
+(`resync`) and makes the step's rollout again, from the learner's weights (staleness 0).
 
 Resume: a rollout records the data cursor right after its draw. A checkpoint saves the cursor of
 the batch it trained, so a prefetched batch still in flight is drawn again after a resume:
@@ -20,11 +30,30 @@ counts it).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from rrr.errors import RRRError
+
+log = logging.getLogger(__name__)
+
+
+class RolloutAbandoned(RRRError, RuntimeError):
+    """A replaced rollout worker cannot be given the rollout's weights: make the rollout again."""
+
+
+class VersionMixError(RRRError, RuntimeError):
+    """A batch holds samples of another policy version than it should (a bug, never trained)."""
+
+
+class Stamped(Protocol):
+    def versions(self) -> set[int]:
+        """The policy versions that sampled the batch's parts (rrr.episodes.EpisodeBatch)."""
+        ...
 
 
 @dataclass
@@ -32,8 +61,8 @@ class Rollout:
     """One step's episodes and where they came from."""
 
     step: int  # the learner step that trains it
-    version: int  # learner updates in the weights that sampled it
-    episodes: Any  # rrr.episodes.EpisodeBatch
+    version: int  # learner updates in the weights that sampled it (checked on every sample)
+    episodes: Stamped  # rrr.episodes.EpisodeBatch
     first_metrics: dict[str, float]
     cursor: dict[str, Any]  # the data cursor right after this rollout's draw
     started: float  # time.perf_counter() at start and end
@@ -44,15 +73,25 @@ class Rollout:
 
 
 # produce(step) -> (episodes, first-try metrics, cursor after the draw); runs in one thread.
-Produce = Callable[[int], tuple[Any, dict[str, float], dict[str, Any]]]
+# A produce that raises RolloutAbandoned must put its draw back first.
+Produce = Callable[[int], tuple[Stamped, dict[str, float], dict[str, Any]]]
 
 
 class RolloutPipeline:
-    def __init__(self, produce: Produce, max_staleness: int, fleet_version: int = 0) -> None:
+    def __init__(
+        self,
+        produce: Produce,
+        max_staleness: int,
+        fleet_version: int = 0,
+        resync: Callable[[], int] | None = None,
+    ) -> None:
+        """`resync()` pushes the learner's weights to the whole fleet and returns their
+        version; it is called only after a rollout was abandoned."""
         if max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
-        self.produce, self.max_staleness = produce, max_staleness
+        self.produce, self.max_staleness, self.resync = produce, max_staleness, resync
         self.fleet_version = fleet_version  # learner updates in the fleet's weights
+        self.abandoned = 0  # rollouts dropped because a worker was replaced mid-rollout
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
         self._ahead: tuple[int, Future[Rollout]] | None = None
 
@@ -62,14 +101,37 @@ class RolloutPipeline:
         return Rollout(step, version, episodes, first_metrics, cursor, t0, time.perf_counter())
 
     def take(self, step: int) -> Rollout:
-        """The rollout step `step` trains: the one started ahead for it, else one made now."""
+        """The rollout step `step` trains: the one started ahead for it, else one made now;
+        an abandoned one is made again after a resync. Its samples' versions are checked."""
+        rollout = None
         if self._ahead is not None:
             ahead_step, future = self._ahead
             self._ahead = None
             if ahead_step != step:  # a bug in the caller, never a silent reorder
                 raise RuntimeError(f"rollout for step {ahead_step} taken at step {step}")
-            return future.result()
-        return self._run(step, self.fleet_version)
+            rollout = self._abandonable(future.result)
+        if rollout is None:
+            rollout = self._abandonable(lambda: self._run(step, self.fleet_version))
+        if rollout is None:  # abandoned again: a second replaced worker; the fleet is in sync
+            rollout = self._run(step, self.fleet_version)
+        seen = rollout.episodes.versions()
+        if seen - {rollout.version}:
+            raise VersionMixError(
+                f"step {step}'s batch holds samples of policy versions {sorted(seen)}; it was "
+                f"to be sampled by version {rollout.version} alone"
+            )
+        return rollout
+
+    def _abandonable(self, make: Callable[[], Rollout]) -> Rollout | None:
+        try:
+            return make()
+        except RolloutAbandoned as exc:
+            if self.resync is None:
+                raise
+            self.abandoned += 1
+            log.warning("rollout abandoned (%s): syncing the fleet and rolling out again", exc)
+            self.fleet_version = self.resync()
+            return None
 
     def start_ahead(self, step: int) -> bool:
         """Start the rollout of `step` now, while the learner trains step-1, if its staleness
@@ -93,6 +155,11 @@ class RolloutPipeline:
     @property
     def in_flight(self) -> int:
         return 0 if self._ahead is None else 1
+
+    @property
+    def running_ahead(self) -> bool:
+        """A rollout started ahead is generating now (so the learner may be training)."""
+        return self._ahead is not None and not self._ahead[1].done()
 
     def close(self) -> None:
         """Stop: a rollout started ahead is waited for and dropped (its failures are drawn

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from rrr.config import Config, save_config
 from rrr.data_cursor import EpochSampler
-from rrr.driver.rollout_pipeline import Rollout, RolloutPipeline, overlap_s
+from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline, overlap_s
 from rrr.episodes import Failure
 from rrr.errors import RRRError
 from rrr.timing import timed
@@ -86,7 +86,6 @@ def train(cfg: Config) -> dict[str, Any]:
             trust_remote_code=cfg.model.trust_remote_code,
         )
         sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
-        stack.fleet.on_restart = lambda _: (sync.reconnect(), sync.push())
         resumed = ckpt.latest_valid(run_dir / "checkpoints")
         state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
         start = int(state["step"])
@@ -96,12 +95,38 @@ def train(cfg: Config) -> dict[str, Any]:
         )
 
         def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
+            drawn_from = sampler.state()
             stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
-            batch_failures, first_metrics = next_failures(cfg, stack, sampler)
-            cursor = sampler.state()  # what a checkpoint of this step records
-            return stack.engine.run(batch_failures), first_metrics, cursor
+            try:
+                batch_failures, first_metrics = next_failures(cfg, stack, sampler)
+                cursor = sampler.state()  # what a checkpoint of this step records
+                return stack.engine.run(batch_failures), first_metrics, cursor
+            except RolloutAbandoned:
+                sampler.restore(drawn_from)  # the rollout made in its place draws them again
+                raise
 
-        rollouts = RolloutPipeline(produce, cfg.rollout.max_staleness, fleet_version=start)
+        def resync() -> int:
+            """After an abandoned rollout: the replacement has the base model's weights
+            unless a push since has reached the whole fleet (it then holds the learner's)."""
+            if learners.version != rollouts.fleet_version:
+                push_weights(sync, stack.fleet)
+            return learners.version
+
+        rollouts = RolloutPipeline(
+            produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
+        )
+
+        def on_restart(replaced: list[int]) -> None:
+            """A rollout worker was replaced mid-rollout (rrr/driver/rollout_pipeline.py)."""
+            if rollouts.running_ahead or learners.version != rollouts.fleet_version:
+                raise RolloutAbandoned(
+                    f"rollout worker(s) {replaced} replaced while the learner's weights are "
+                    "newer than the rollout's"
+                )
+            sync.reconnect()
+            sync.push()  # the same version as the fleet's: the lost shard is re-sent
+
+        stack.fleet.on_restart = on_restart
         if resumed:
             log.info("resumed from %s at step %d", resumed, start)
             push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
@@ -153,7 +178,7 @@ def train(cfg: Config) -> dict[str, Any]:
                         stack.fleet.call_all("wake_up")
                     if sync_due(cfg, step):
                         sync_t = push_weights(sync, stack.fleet)
-                        rollouts.pushed(step)
+                        rollouts.pushed(learners.version)
                 metrics = step_metrics(
                     episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
                 )
@@ -161,6 +186,7 @@ def train(cfg: Config) -> dict[str, Any]:
                 learn_span = (learn_start, learn_start + timings["learn"])
                 metrics.update(rollout.first_metrics)
                 metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
+                metrics["rollout/abandoned"] = float(rollouts.abandoned)
                 metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
                 metrics_log.log(step, metrics)
                 bar.update(1)
@@ -204,14 +230,14 @@ def train(cfg: Config) -> dict[str, Any]:
 
 def push_weights(sync: Any, fleet: Any) -> Any:
     """Push the learner's weights to every rollout worker. A worker found dead on the way is
-    replaced (its replacement is given the weights by the fleet's on_restart) and the push is
-    repeated for all; a dead learner raises LearnerLost from the sync itself."""
+    replaced and the push is repeated for all (once: the replacement's weights are this push's);
+    a dead learner raises LearnerLost from the sync itself."""
     import ray
 
     try:
         timings = sync.push()
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-        if not fleet.replace_dead():
+        if not fleet.replace_dead(notify=False):
             raise
         timings = sync.push()
     log.info(

@@ -1,6 +1,6 @@
 """Throughput of the safe verifiers against the naive ones public reward functions use.
 
-Usage: python bench/verifiers.py [--seconds N]
+Usage: python bench/verifier_speed.py [--seconds N]
 
 Builds a realistic workload from the bundled samples (a few hundred characters of reasoning, then
 the answer; about half correct, the rest wrong numbers / missed target / malformed), pins the
