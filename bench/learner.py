@@ -53,12 +53,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner.batch import TrainBatch, build_train_batch, shard_batch
 from learner.layout import shared_layout, unshared_layout
-from learner.packing import default_budget, shard_groups
+from learner.packing import default_budget, shard_batch, shard_groups
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.models import resolve_model
+from rrr.train_batch import TrainBatch, build_train_batch
 
 MIB = 2**20
 RSS_SAMPLE_S = 0.005

@@ -12,13 +12,13 @@ from typing import Any
 import ray
 
 from learner import checkpoint as ckpt
-from learner.batch import TrainBatch, shard_batch
 from learner.distributed import free_address
-from learner.packing import default_budget, shard_groups
+from learner.packing import default_budget, shard_batch, shard_groups
 from learner.sync_sender import device_info
 from learner.worker import ADDITIVE_KEYS, TIS_MEAN_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
+from rrr.train_batch import TrainBatch
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.batch import TrainBatch
+from rrr.train_batch import TrainBatch
 
 CONTEXT_SEGMENT = 0  # segment id of a shared row's context; segments count from 1
 PAD_SEGMENT = -1

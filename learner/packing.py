@@ -1,5 +1,10 @@
-"""Whole groups into per-rank micro-batches under a token budget (the shared-prefix layout's
-sharding; learner/batch.py's `shard_batch` packs rows for the unshared one). Pure, no model.
+"""A step's batch into per-rank micro-batches: whole groups under a token budget for the
+shared-prefix layout (`shard_groups`), rows of micro_batch_size for the unshared one
+(`shard_batch`). Pure, no model.
+
+Sharding keeps `policy_loss`'s global normalisers on every micro-batch, so the per-micro-batch
+losses of every rank SUM to the full-batch loss (and their gradients to its gradient): learners
+all-reduce gradients with SUM, not mean.
 
 A group (the G reflections of one failure) costs the length of its shared-prefix row
 (learner/layout.py). A micro-batch of k groups is forwarded as k rows padded to the longest, so
@@ -11,8 +16,10 @@ splitting one would forward its context twice.
 
 from __future__ import annotations
 
-from learner.batch import TrainBatch
+import math
+
 from learner.layout import shared_row_lengths
+from rrr.train_batch import TrainBatch
 
 
 def pack_groups(lengths: dict[int, int], budget: int) -> list[list[int]]:
@@ -66,3 +73,34 @@ def default_budget(batch: TrainBatch, micro_batch_size: int) -> int:
     shared layout's activations fit where the unshared ones did."""
     longest = int(batch.attention_mask.sum(dim=1).max().item()) if batch.size else 1
     return micro_batch_size * max(longest, 1)
+
+
+def shard_batch(
+    batch: TrainBatch, world_size: int, micro_batch_size: int
+) -> list[list[TrainBatch]]:
+    """Split a step batch into `world_size` lists of micro-batches of <= micro_batch_size rows.
+
+    Every rank gets the SAME number of micro-batches (ZeRO reduces gradients inside each
+    backward, a collective, so the ranks must run equally many); a rank short of rows gets empty
+    micro-batches, which run a zero-weight pass. Rows are balanced by real-token count (longest
+    first, to the least loaded rank) and micro-batches take neighbours in length order, which
+    keeps padding small. Order never matters: the loss is a sum with global normalisers.
+    """
+    if world_size < 1 or micro_batch_size < 1:
+        raise ValueError("world_size and micro_batch_size must be >= 1")
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    order = sorted(range(batch.size), key=lambda i: (-lengths[i], i))
+    cap = math.ceil(batch.size / world_size) if batch.size else 0
+    ranks: list[list[int]] = [[] for _ in range(world_size)]
+    load = [0] * world_size
+    for i in order:
+        r = min((r for r in range(world_size) if len(ranks[r]) < cap), key=lambda r: (load[r], r))
+        ranks[r].append(i)
+        load[r] += lengths[i]
+    n_micro = max(1, math.ceil(cap / micro_batch_size)) if cap else 1
+    out = []
+    for rows in ranks:
+        micro = [rows[k : k + micro_batch_size] for k in range(0, len(rows), micro_batch_size)]
+        micro += [[]] * (n_micro - len(micro))
+        out.append([batch.select(m) for m in micro])
+    return out

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from learner.batch import TrainBatch
 from learner.checkpoint import save_torch
 from learner.distributed import (
     free_address,
@@ -33,6 +32,7 @@ from learner.manifest import iter_weights as iter_manifest_weights
 from learner.sync_sender import WeightSender
 from rrr.config import LearnerConfig
 from rrr.grpo import policy_loss
+from rrr.train_batch import TrainBatch
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ context's size. So an episode that did not succeed is marked `drop_reason`:
   solved_before_reward   (rewarded_reflection > 0) the chain succeeded before the rewarded
                          round, so it has no rewarded reflection
 
-learner.batch leaves marked episodes out of the batch AND out of their group's statistics; a
-group left with fewer than 2 members then has no signal (see learner.batch). A success settles
+rrr.train_batch leaves marked episodes out of the batch AND out of their group's statistics; a
+group left with fewer than 2 members then has no signal (see rrr.train_batch). A success settles
 the reward at 1 (with retry_depth > 1, an incident at an earlier round at or after the rewarded
 one cannot change that: had that retry succeeded, the reward would be 1 too), but an incident
 before the rewarded round drops the episode: that retry may have been a success that would have

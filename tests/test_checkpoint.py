@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from learner import checkpoint as ckpt
-from learner.batch import build_train_batch, shard_batch
+from learner.packing import shard_batch
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
+from rrr.train_batch import build_train_batch
 from tests.test_learner import _episodes
 
 

@@ -17,7 +17,6 @@ import torch
 from transformers import AutoTokenizer
 
 from actors.verifier_pool import VERIFIER_ERROR, LocalVerifier
-from learner.batch import batch_from_episodes, build_train_batch, valid_group_advantages
 from rrr.chat import ChatRenderer
 from rrr.config import EpisodeConfig
 from rrr.episodes import (
@@ -31,6 +30,7 @@ from rrr.generation import GenRequest, Sample
 from rrr.grpo import group_advantages
 from rrr.tasks import get_task
 from rrr.tasks.countdown import CountdownTask
+from rrr.train_batch import batch_from_episodes, build_train_batch, valid_group_advantages
 
 ROWS = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 SOLUTIONS = {6: r"\boxed{1+2+3}", 14: r"\boxed{2+5+7}"}

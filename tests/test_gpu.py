@@ -26,9 +26,10 @@ def test_deepspeed_optimizer_builds_and_steps_without_compiling(tiny_model_path,
     """bf16 DeepSpeed ZeRO-2 on the GPU builds torch's fused AdamW (on the device, or on the
     offloaded fp32 master weights in host memory) and takes two steps, with no op to compile.
     CPU twin: tests/test_learner.py::test_deepspeed_zero2_on_cpu_matches_the_torch_engine_..."""
-    from learner.batch import build_train_batch, shard_batch
+    from learner.packing import shard_batch
     from learner.worker import LearnerWorker
     from rrr.config import LearnerConfig
+    from rrr.train_batch import build_train_batch
     from tests.test_learner import _episodes
 
     cfg = LearnerConfig(backend="deepspeed", zero_stage=2, bf16=True, lr=1e-3,

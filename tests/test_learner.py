@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.batch import TrainBatch, build_train_batch, shard_batch
+from learner.packing import shard_batch
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.grpo import group_advantages, policy_loss, spans_to_mask
+from rrr.train_batch import TrainBatch, build_train_batch
 from tests.helpers import next_token_logprobs
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.batch import TrainBatch, build_train_batch, shard_batch
 from learner.layout import (
     CONTEXT_SEGMENT,
     PAD_SEGMENT,
@@ -19,10 +18,11 @@ from learner.layout import (
     unshared_layout,
 )
 from learner.logprobs import layout_logprobs, shared_prefix_unsupported
-from learner.packing import default_budget, pack_groups, shard_groups
+from learner.packing import default_budget, pack_groups, shard_batch, shard_groups
 from learner.worker import LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.grpo import policy_loss
+from rrr.train_batch import TrainBatch, build_train_batch
 
 CPU = torch.device("cpu")
 LIMIT = 12  # episode.max_reflection_tokens of the synthetic episodes: a truncated reflection

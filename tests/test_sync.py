@@ -202,8 +202,8 @@ def _restore(ray_local, workers, model_path: str) -> None:
 def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     """Sample from every worker, check the learner agrees, take a high-lr step, push, sample
     again: each worker's new log-probs match the learner's (fp32, 2e-3) and have moved."""
-    from learner.batch import build_train_batch
     from rrr.generation import GenRequest
+    from rrr.train_batch import build_train_batch
 
     prompt = [1, 42, 77, 1337, 9, 2024, 31]
 

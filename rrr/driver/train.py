@@ -61,11 +61,11 @@ class StopRequested:
 
 def train(cfg: Config) -> dict[str, Any]:
     from learner import checkpoint as ckpt
-    from learner.batch import batch_from_episodes
     from learner.group import LearnerGroup
     from learner.weight_sync import make_weight_sync
     from rrr.driver.stack import generation_stack
     from rrr.metrics import MetricsLogger, format_step_line
+    from rrr.train_batch import batch_from_episodes
 
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

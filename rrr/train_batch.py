@@ -1,16 +1,14 @@
-"""Episodes -> padded training tensors -> per-rank micro-batches. Pure torch, no model, no Ray.
+"""Episodes -> one step's training batch: padded tokens, the reflection mask, the sampler's
+log-probs and the group advantages over each group's valid members. Pure torch, no model, no Ray
+(the core: the driver builds it, the learner ranks consume it, `rrr calibrate` counts with it).
 
 The reflection mask is derived exactly once, here, by `rrr.grpo.spans_to_mask`; the loss, the
-token counts (global normalisers) and the metrics all reuse that one tensor.
-
-Sharding keeps `policy_loss`'s global normalisers on every micro-batch, so the per-micro-batch
-losses of every rank SUM to the full-batch loss (and their gradients to its gradient): learners
-all-reduce gradients with SUM, not mean.
+token counts (global normalisers) and the metrics all reuse that one tensor. Sharding it over
+ranks and micro-batches is the learner's (learner/packing.py).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -236,34 +234,3 @@ def batch_from_episodes(
         pad_id=pad_id,
         valid=valid,
     )
-
-
-def shard_batch(
-    batch: TrainBatch, world_size: int, micro_batch_size: int
-) -> list[list[TrainBatch]]:
-    """Split a step batch into `world_size` lists of micro-batches of <= micro_batch_size rows.
-
-    Every rank gets the SAME number of micro-batches (ZeRO reduces gradients inside each
-    backward, a collective, so the ranks must run equally many); a rank short of rows gets empty
-    micro-batches, which run a zero-weight pass. Rows are balanced by real-token count (longest
-    first, to the least loaded rank) and micro-batches take neighbours in length order, which
-    keeps padding small. Order never matters: the loss is a sum with global normalisers.
-    """
-    if world_size < 1 or micro_batch_size < 1:
-        raise ValueError("world_size and micro_batch_size must be >= 1")
-    lengths = batch.attention_mask.sum(dim=1).tolist()
-    order = sorted(range(batch.size), key=lambda i: (-lengths[i], i))
-    cap = math.ceil(batch.size / world_size) if batch.size else 0
-    ranks: list[list[int]] = [[] for _ in range(world_size)]
-    load = [0] * world_size
-    for i in order:
-        r = min((r for r in range(world_size) if len(ranks[r]) < cap), key=lambda r: (load[r], r))
-        ranks[r].append(i)
-        load[r] += lengths[i]
-    n_micro = max(1, math.ceil(cap / micro_batch_size)) if cap else 1
-    out = []
-    for rows in ranks:
-        micro = [rows[k : k + micro_batch_size] for k in range(0, len(rows), micro_batch_size)]
-        micro += [[]] * (n_micro - len(micro))
-        out.append([batch.select(m) for m in micro])
-    return out
