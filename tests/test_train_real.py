@@ -177,8 +177,10 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
     out = capsys.readouterr().out  # Ray's raylet reports the killed worker on stdout first
     summary = json.loads(out[out.index("{\n") :].split("run directory:")[0])
     assert summary["end_step"] == 3 and "dropped_in_flight" not in summary
+    assert (summary["staleness_mean"], summary["staleness_max"]) == (1 / 3, 1.0)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["rollout/staleness"] for m in lines] == [0.0, 1.0, 0.0]
+    assert lines[1]["rollout/overlap_frac"] > 0 and lines[2]["rollout/overlap_frac"] == 0
     assert [m["rollout/abandoned"] for m in lines] == [0.0, 0.0, 1.0]
     # replaced while step 2 trained (by step 3's rollout), so step 2's line counts it already
     assert [m["rollout_worker_restarts"] for m in lines] == [0.0, 1.0, 1.0]

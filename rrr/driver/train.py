@@ -132,6 +132,7 @@ def train(cfg: Config) -> dict[str, Any]:
             push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
         metrics_log = MetricsLogger(run_dir, cfg, resume_step=start + 1 if resumed else None)
         summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
+        staleness: list[float] = []  # of each trained batch (summary: mean and max)
         step = start
         # Installed once the actors are up: a signal during start-up needs no checkpoint, and
         # the default handler lets Ray release what the driver owned.
@@ -183,6 +184,9 @@ def train(cfg: Config) -> dict[str, Any]:
                     episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
                 )
                 metrics.update(rollout_metrics(rollout, learn_span))
+                # the share of the step in which the fleet and the learner were both busy
+                metrics["rollout/overlap_frac"] = metrics["rollout/overlap_s"] / metrics["step_s"]
+                staleness.append(metrics["rollout/staleness"])
                 learn_span = (learn_start, learn_start + timings["learn"])
                 metrics.update(rollout.first_metrics)
                 metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
@@ -219,6 +223,9 @@ def train(cfg: Config) -> dict[str, Any]:
             metrics_log.close()
             sync.close()
             learners.shutdown()
+        if staleness:
+            summary.update(staleness_mean=sum(staleness) / len(staleness),
+                           staleness_max=max(staleness))  # fmt: skip
         summary.update(
             end_step=step,
             metrics=str(run_dir / "metrics.jsonl"),
