@@ -291,8 +291,10 @@ def aggregate_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
             out[k] = sum(m[k] * m["num_tokens"] for m in per_rank) / n_tok
     if "tis_weight_max" in per_rank[0]:
         out["tis_weight_max"] = max(m["tis_weight_max"] for m in per_rank)
-    out["step_s"] = max(m["step_s"] for m in per_rank)  # the slowest rank sets the pace
-    out["tokens_per_s"] = out["seq_tokens"] / max(out["step_s"], 1e-9)
+    # The learner's own pace (the slowest rank's), under learner/: the driver's step_s and
+    # tokens_per_s are the whole step's and the rollout's, and must not overwrite these.
+    out["learner/step_s"] = max(m["step_s"] for m in per_rank)
+    out["learner/tokens_per_s"] = out["seq_tokens"] / max(out["learner/step_s"], 1e-9)
     for k in ("grad_norm", "lr", "global_step"):  # identical on every rank after the step
         out[k] = per_rank[0][k]
     return out

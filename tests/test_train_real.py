@@ -65,6 +65,8 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
             continue
         assert m["reflection_tokens_mean"] > 0 and m["step_s"] > 0
         assert {"timing/rollout_s", "timing/learn_s", "timing/sync_s", "kl", "loss"} <= set(m)
+        # the learner's own pace, beside (not overwritten by) the step's and the rollout's
+        assert 0 < m["learner/step_s"] < m["step_s"] and m["learner/tokens_per_s"] > 0
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step_00000001", "step_00000002"]
 
