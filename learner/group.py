@@ -274,10 +274,11 @@ class LearnerGroup:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
-        if self._own_pg:
+        if self._own_pg:  # once: shutdown may be called again after a lost rank
             from ray.util.placement_group import remove_placement_group
 
             remove_placement_group(self.placement_group)
+            self._own_pg = False
 
 
 def aggregate_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:

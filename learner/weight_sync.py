@@ -307,7 +307,7 @@ class ObjectStoreSync:
 
     def close(self) -> None:
         # The file lives on learner rank 0's node: its sender removes it.
-        if self.learners is not None:
+        if self.learners is not None and self.learners.actors:
             with contextlib.suppress(ray.exceptions.RayError):
                 ray.get(self.learners.actors[0].sync_close.remote(), timeout=self.timeout_s)
         with contextlib.suppress(FileNotFoundError):  # a dead learner cannot: try from here

@@ -252,6 +252,13 @@ class LearnerConfig:
     adam_betas: list[float] = _f([0.9, 0.999], "AdamW betas.")
     max_grad_norm: float = _f(1.0, "Gradient clipping by global norm.")
     max_steps: int = _f(1750, "Optimizer steps (paper 4.4: up to 1,750).")
+    max_restarts: int = _f(
+        0,
+        "Learner groups the driver may start again in one job after a rank dies: the new group "
+        "resumes from the last complete checkpoint (steps after it are trained and logged "
+        "again, never twice), the weight sync re-forms and the fleet is re-synced. 0 = stop "
+        "with LearnerLost (restart the job with the same output_dir to resume).",
+    )
     failures_per_step: int = _f(
         256, "Failures per optimizer step (effective batch, paper 4.4), each with G reflections."
     )
@@ -442,7 +449,7 @@ _NON_NEGATIVE = {
     "rollout.num_gpus_per_worker", "learner.num_gpus_per_learner", "episode.temperature",
     "episode.retry_temperature", "failures.temperature", "logging.eval_every",
     "episode.rewarded_reflection", "eval.temperature", "data.fewshot", "eval.num_examples",
-    "rollout.max_restarts", "rollout.max_staleness",
+    "rollout.max_restarts", "rollout.max_staleness", "learner.max_restarts",
 }  # fmt: skip
 _UNIT_INTERVAL = {
     "learner.warmup_ratio",

@@ -6,7 +6,11 @@ B. the same run with its rollout worker SIGKILLed during step 2 (replaced, re-sy
    message that says what died and how to resume, and every actor is released;
 C. `rrr train` again on B's directory: resumes from step 2's checkpoint at the exact step and
    data cursor, and step 3's loss equals A's. SIGTERM during step 4 finishes that step, writes
-   a final checkpoint and exits cleanly.
+   a final checkpoint and exits cleanly;
+D. with learner.max_restarts=2 the same job heals: its learner SIGKILLed during step 2, and
+   again while step 3's checkpoint is written (or, if the write wins the race, during step 4):
+   each time a new learner group resumes from the last complete checkpoint inside the job, the
+   run ends at step 4 with every step logged once, and steps 1-3 equal A's.
 
 Sampling is seeded per step (rollout.seed) and, with rollout.in_process_engine, exact, so B
 and C must repeat A's episodes exactly: any lost, duplicated or stale-weight episode would show
@@ -169,3 +173,53 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     assert _alive() == before
     print(f"run B (2 kills) took {failed_after:.0f} s, stopped {learner_lost_after:.1f} s after "
           f"the learner kill; run C stopped by SIGTERM at {stopped_at}")  # fmt: skip
+
+    # D: a self-healing learner (learner.max_restarts).
+    heal = tmp_path / "d"
+    before = _alive()
+    mid_write = threading.Event()
+
+    def kill_during_checkpoint_3() -> None:
+        """The second learner group's rank, SIGKILLed as soon as step 3's temp dir appears."""
+        deadline = time.monotonic() + 600
+        pids: set[int] = set()
+        while not pids and time.monotonic() < deadline:  # the group that replaced the first
+            alive = set(actors_by_state("LearnerActor").get("ALIVE", [])) - before["LearnerActor"]
+            pids = alive - killed
+            time.sleep(0.05)
+        root = heal / "checkpoints"
+        while time.monotonic() < deadline:
+            if any(p.name.startswith(".tmp-step_00000003") for p in root.iterdir()):
+                mid_write.set()
+                break
+            if (root / "step_00000003").is_dir():
+                break  # the write won the race: the kill lands in step 4 instead
+            time.sleep(0.001)
+        os.kill(pids.pop(), signal.SIGKILL)
+
+    killed: set[int] = set()
+
+    def kill_first() -> None:
+        (pid,) = set(actors_by_state("LearnerActor").get("ALIVE", [])) - before["LearnerActor"]
+        killed.add(pid)
+        os.kill(pid, signal.SIGKILL)
+
+    saboteur = Saboteur([(_logged(heal, 1), kill_first),
+                         (lambda: bool(killed), kill_during_checkpoint_3)])  # fmt: skip
+    saboteur.start()
+    args = [*_args(tiny_model_path, sample_data, heal, 4, failures), "learner.max_restarts=2"]
+    assert main(args) == 0
+    saboteur.stop = True
+    out = capsys.readouterr().out
+    assert len(saboteur.done) == 2, "both learner kills must have happened"
+    summary = json.loads(out[out.index("{\n") :].split("run directory:")[0])
+    assert summary["end_step"] == 4 and summary["learner_restarts"] == 2
+    got = _metrics(heal)
+    assert [m["step"] for m in got] == [1, 2, 3, 4]  # each step once: redone ones replaced
+    assert [m["learner_restarts"] for m in got][-1] == 2.0
+    for a, b in zip(reference, got[:3]):
+        _close(a, b)  # steps redone after a restart repeat the uninterrupted run
+    assert not [p for p in (heal / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+    assert _alive()["LearnerActor"] == before["LearnerActor"]
+    when = "during" if mid_write.is_set() else "after"
+    print(f"run D healed twice; the second kill landed {when} step 3's checkpoint write")
