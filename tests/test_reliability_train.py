@@ -178,6 +178,7 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     heal = tmp_path / "d"
     before = _alive()
     mid_write = threading.Event()
+    killed: set[int] = set()  # the first group's learner
 
     def kill_during_checkpoint_3() -> None:
         """The second learner group's rank, SIGKILLed as soon as step 3's temp dir appears."""
@@ -196,8 +197,6 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
                 break  # the write won the race: the kill lands in step 4 instead
             time.sleep(0.001)
         os.kill(pids.pop(), signal.SIGKILL)
-
-    killed: set[int] = set()
 
     def kill_first() -> None:
         (pid,) = set(actors_by_state("LearnerActor").get("ALIVE", [])) - before["LearnerActor"]

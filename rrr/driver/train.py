@@ -18,11 +18,13 @@ tb/ (TensorBoard), checkpoints/step_XXXXXXXX; `rrr report DIR` draws the curves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,180 +92,193 @@ def learn(
     """Start a learner group, resume from the newest valid checkpoint (if any), loop to
     learner.max_steps. `restarts`: learner groups lost before this one in this job."""
     from learner import checkpoint as ckpt
-    from learner.group import LearnerGroup, LearnerLost
+    from learner.group import LearnerGroup
     from learner.weight_sync import make_weight_sync
     from rrr.metrics import MetricsLogger, format_step_line
     from rrr.train_batch import batch_from_episodes
 
-    learners = LearnerGroup(
-        cfg.learner,
-        stack.model_path,
-        placement_group=stack.placement_group,  # colocate: beside rollout worker i
-        total_steps=cfg.learner.max_steps,
-        max_tokens_norm=cfg.episode.max_reflection_tokens,
-        # The reflections' sampling temperature: old (vLLM, processed) and new log-probs
-        # are then of the same distribution.
-        temperature=cfg.episode.temperature,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
-    sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
-    resumed = ckpt.latest_valid(run_dir / "checkpoints")
-    state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
-    start = int(state["step"])
-    extra = state.get("extra_state") or {}
-    sampler = EpochSampler(
-        failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
-    )
+    # Released in reverse order on any exit, a failure during start-up or resume included
+    # (a learner group left behind would hold its placement group from the next one).
+    with contextlib.ExitStack() as cleanup:
+        learners = LearnerGroup(
+            cfg.learner,
+            stack.model_path,
+            placement_group=stack.placement_group,  # colocate: beside rollout worker i
+            total_steps=cfg.learner.max_steps,
+            max_tokens_norm=cfg.episode.max_reflection_tokens,
+            # The reflections' sampling temperature: old (vLLM, processed) and new log-probs
+            # are then of the same distribution.
+            temperature=cfg.episode.temperature,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+        cleanup.callback(learners.shutdown)
+        sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
+        cleanup.callback(sync.close)
+        cleanup.push(stop_survivors(learners))  # runs before sync.close
+        resumed = ckpt.latest_valid(run_dir / "checkpoints")
+        state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
+        start = int(state["step"])
+        extra = state.get("extra_state") or {}
+        sampler = EpochSampler(
+            failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
+        )
 
-    def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
-        drawn_from = sampler.state()
-        stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
+        def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
+            drawn_from = sampler.state()
+            stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
+            try:
+                batch_failures, first_metrics = next_failures(cfg, stack, sampler)
+                cursor = sampler.state()  # what a checkpoint of this step records
+                return stack.engine.run(batch_failures), first_metrics, cursor
+            except RolloutAbandoned:
+                sampler.restore(drawn_from)  # the rollout made in its place draws them again
+                raise
+
+        def resync() -> int:
+            """After an abandoned rollout: the replacement has the base model's weights
+            unless a push since has reached the whole fleet (it then holds the learner's)."""
+            if learners.version != rollouts.fleet_version:
+                push_weights(sync, stack.fleet)
+            return learners.version
+
+        rollouts = RolloutPipeline(
+            produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
+        )
+        cleanup.callback(rollouts.close)
+
+        def on_restart(replaced: list[int]) -> None:
+            """A rollout worker was replaced mid-rollout (rrr/driver/rollout_pipeline.py)."""
+            if rollouts.running_ahead or learners.version != rollouts.fleet_version:
+                raise RolloutAbandoned(
+                    f"rollout worker(s) {replaced} replaced while the learner's weights are "
+                    "newer than the rollout's"
+                )
+            sync.reconnect()
+            sync.push()  # the same version as the fleet's: the lost shard is re-sent
+
+        stack.fleet.on_restart = on_restart
+        if resumed or restarts:
+            log.info("resumed from %s at step %d", resumed or "the base model", start)
+            push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
+        # A restart re-logs the steps after its checkpoint: their old lines go, none twice.
+        metrics_log = MetricsLogger(
+            run_dir, cfg, resume_step=start + 1 if resumed or restarts else None
+        )
+        cleanup.callback(metrics_log.close)
+        summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
+        staleness: list[float] = []  # of each trained batch (summary: mean and max)
+        step = start
+        # Installed once the actors are up: a signal during start-up needs no checkpoint, and
+        # the default handler lets Ray release what the driver owned.
+        stop = StopRequested()
+        cleanup.callback(stop.restore)
+        bar = tqdm(
+            total=cfg.learner.max_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            disable=not (cfg.logging.progress and sys.stderr.isatty()),
+        )
+        cleanup.callback(bar.close)
         try:
-            batch_failures, first_metrics = next_failures(cfg, stack, sampler)
-            cursor = sampler.state()  # what a checkpoint of this step records
-            return stack.engine.run(batch_failures), first_metrics, cursor
-        except RolloutAbandoned:
-            sampler.restore(drawn_from)  # the rollout made in its place draws them again
-            raise
-
-    def resync() -> int:
-        """After an abandoned rollout: the replacement has the base model's weights
-        unless a push since has reached the whole fleet (it then holds the learner's)."""
-        if learners.version != rollouts.fleet_version:
-            push_weights(sync, stack.fleet)
-        return learners.version
-
-    rollouts = RolloutPipeline(
-        produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
-    )
-
-    def on_restart(replaced: list[int]) -> None:
-        """A rollout worker was replaced mid-rollout (rrr/driver/rollout_pipeline.py)."""
-        if rollouts.running_ahead or learners.version != rollouts.fleet_version:
-            raise RolloutAbandoned(
-                f"rollout worker(s) {replaced} replaced while the learner's weights are "
-                "newer than the rollout's"
-            )
-        sync.reconnect()
-        sync.push()  # the same version as the fleet's: the lost shard is re-sent
-
-    stack.fleet.on_restart = on_restart
-    if resumed or restarts:
-        log.info("resumed from %s at step %d", resumed or "the base model", start)
-        push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
-    # A restart re-logs the steps after its checkpoint: their old lines go, none twice.
-    metrics_log = MetricsLogger(
-        run_dir, cfg, resume_step=start + 1 if resumed or restarts else None
-    )
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
-    staleness: list[float] = []  # of each trained batch (summary: mean and max)
-    step = start
-    # Installed once the actors are up: a signal during start-up needs no checkpoint, and
-    # the default handler lets Ray release what the driver owned.
-    stop = StopRequested()
-    bar = tqdm(
-        total=cfg.learner.max_steps,
-        initial=start,
-        desc="train",
-        unit="step",
-        disable=not (cfg.logging.progress and sys.stderr.isatty()),
-    )
-    try:
-        if start == 0 and eval_due(cfg, 0) and not restarts:
-            metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
-        learn_span = (0.0, 0.0)  # when the learner was busy in the previous step
-        for step in range(start + 1, cfg.learner.max_steps + 1):
-            timings: dict[str, float] = {}
-            t_step = time.perf_counter()
-            with timed("rollout", timings):  # waiting for it, if it was started ahead
-                rollout = rollouts.take(step)
-            episodes = rollout.episodes
-            if step < cfg.learner.max_steps:
-                rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
-            with timed("learn", timings):
-                learn_start = time.perf_counter()
-                if cfg.cluster.colocate:
-                    stack.fleet.call_all("sleep")
-                batch = batch_from_episodes(
-                    episodes,
-                    scale_rewards=cfg.learner.scale_rewards,
-                    drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
-                    shuffle_seed=hash((cfg.learner.seed, step))
-                    if cfg.learner.shuffle_rewards
-                    else None,
-                )
-                learn = learners.step(batch)
-            sync_t = None
-            if sync_due(cfg, step):
-                with timed("wait_rollout", timings):  # weights change only between rollouts
-                    rollouts.idle()
-            with timed("sync", timings):
-                if cfg.cluster.colocate:
-                    learners.release_memory()  # vLLM wakes into what the learner cached
-                    stack.fleet.call_all("wake_up")
+            if start == 0 and eval_due(cfg, 0) and not restarts:
+                metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
+            learn_span = (0.0, 0.0)  # when the learner was busy in the previous step
+            for step in range(start + 1, cfg.learner.max_steps + 1):
+                timings: dict[str, float] = {}
+                t_step = time.perf_counter()
+                with timed("rollout", timings):  # waiting for it, if it was started ahead
+                    rollout = rollouts.take(step)
+                episodes = rollout.episodes
+                if step < cfg.learner.max_steps:
+                    rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
+                with timed("learn", timings):
+                    learn_start = time.perf_counter()
+                    if cfg.cluster.colocate:
+                        stack.fleet.call_all("sleep")
+                    batch = batch_from_episodes(
+                        episodes,
+                        scale_rewards=cfg.learner.scale_rewards,
+                        drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
+                        shuffle_seed=hash((cfg.learner.seed, step))
+                        if cfg.learner.shuffle_rewards
+                        else None,
+                    )
+                    learn = learners.step(batch)
+                sync_t = None
                 if sync_due(cfg, step):
-                    sync_t = push_weights(sync, stack.fleet)
-                    rollouts.pushed(learners.version)
-            metrics = step_metrics(
-                episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
-            )
-            metrics.update(rollout_metrics(rollout, learn_span))
-            # the share of the step in which the fleet and the learner were both busy
-            metrics["rollout/overlap_frac"] = metrics["rollout/overlap_s"] / metrics["step_s"]
-            staleness.append(metrics["rollout/staleness"])
-            learn_span = (learn_start, learn_start + timings["learn"])
-            metrics.update(rollout.first_metrics)
-            metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
-            metrics["rollout/abandoned"] = float(rollouts.abandoned)
-            metrics["learner_restarts"] = float(restarts)
-            metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
-            metrics_log.log(step, metrics)
-            bar.update(1)
-            bar.set_postfix(
-                reward=f"{metrics['reward_mean']:.3f}", step_s=f"{metrics['step_s']:.0f}"
-            )
-            if step % cfg.logging.log_every == 0:
-                log.info(format_step_line(step, cfg.learner.max_steps, metrics))
-            last = step == cfg.learner.max_steps or stop.requested
-            if step % cfg.logging.checkpoint_every == 0 or last:
-                path = learners.save_checkpoint(
-                    run_dir / "checkpoints",
-                    step,
-                    {"cursor": rollout.cursor},  # not a batch started ahead
-                    keep=cfg.logging.keep_checkpoints,
+                    with timed("wait_rollout", timings):  # weights change only between rollouts
+                        rollouts.idle()
+                with timed("sync", timings):
+                    if cfg.cluster.colocate:
+                        learners.release_memory()  # vLLM wakes into what the learner cached
+                        stack.fleet.call_all("wake_up")
+                    if sync_due(cfg, step):
+                        sync_t = push_weights(sync, stack.fleet)
+                        rollouts.pushed(learners.version)
+                metrics = step_metrics(
+                    episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
                 )
-                log.info("checkpoint %s", path)
-            if eval_due(cfg, step):
-                metrics_log.log(step, periodic_eval(cfg, stack, run_dir, step))
-            if stop.requested:
-                break
-    except LearnerLost:
-        # Surviving ranks may sit in a collective with the dead one: stop them before the
-        # weight sync's group is left (they would answer only after its timeout).
-        learners.shutdown()
-        raise
-    finally:
-        if rollouts.in_flight:  # its failures are drawn again on resume
-            summary["dropped_in_flight"] = rollouts.in_flight
-            log.info("dropped %d rollout(s) started ahead of a step that will not run",
-                     rollouts.in_flight)  # fmt: skip
-        rollouts.close()
-        bar.close()
-        stop.restore()
-        metrics_log.close()
-        sync.close()
-        learners.shutdown()
-    if staleness:
-        summary.update(staleness_mean=sum(staleness) / len(staleness),
-                       staleness_max=max(staleness))  # fmt: skip
-    summary.update(
-        end_step=step,
-        metrics=str(run_dir / "metrics.jsonl"),
-        checkpoints=str(run_dir / "checkpoints"),
-        learner_restarts=restarts,
-        stopped=stop.requested,
-    )
-    return summary
+                metrics.update(rollout_metrics(rollout, learn_span))
+                # the share of the step in which the fleet and the learner were both busy
+                metrics["rollout/overlap_frac"] = metrics["rollout/overlap_s"] / metrics["step_s"]
+                staleness.append(metrics["rollout/staleness"])
+                learn_span = (learn_start, learn_start + timings["learn"])
+                metrics.update(rollout.first_metrics)
+                metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
+                metrics["rollout/abandoned"] = float(rollouts.abandoned)
+                metrics["learner_restarts"] = float(restarts)
+                metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
+                metrics_log.log(step, metrics)
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{metrics['reward_mean']:.3f}", step_s=f"{metrics['step_s']:.0f}"
+                )
+                if step % cfg.logging.log_every == 0:
+                    log.info(format_step_line(step, cfg.learner.max_steps, metrics))
+                last = step == cfg.learner.max_steps or stop.requested
+                if step % cfg.logging.checkpoint_every == 0 or last:
+                    path = learners.save_checkpoint(
+                        run_dir / "checkpoints",
+                        step,
+                        {"cursor": rollout.cursor},  # not a batch started ahead
+                        keep=cfg.logging.keep_checkpoints,
+                    )
+                    log.info("checkpoint %s", path)
+                if eval_due(cfg, step):
+                    metrics_log.log(step, periodic_eval(cfg, stack, run_dir, step))
+                if stop.requested:
+                    break
+        finally:
+            if rollouts.in_flight:  # its failures are drawn again on resume
+                summary["dropped_in_flight"] = rollouts.in_flight
+                log.info("dropped %d rollout(s) started ahead of a step that will not run",
+                         rollouts.in_flight)  # fmt: skip
+        if staleness:
+            summary.update(staleness_mean=sum(staleness) / len(staleness),
+                           staleness_max=max(staleness))  # fmt: skip
+        summary.update(
+            end_step=step,
+            metrics=str(run_dir / "metrics.jsonl"),
+            checkpoints=str(run_dir / "checkpoints"),
+            learner_restarts=restarts,
+            stopped=stop.requested,
+        )
+        return summary
+
+
+def stop_survivors(learners: Any) -> Callable[..., bool]:
+    """An exit callback: on LearnerLost, kill the surviving ranks first. They may sit in a
+    collective with the dead one, and the weight sync's group, left next, would wait for them
+    until its timeout."""
+    from learner.group import LearnerLost
+
+    def on_exit(exc_type: type[BaseException] | None, *_: Any) -> bool:
+        if exc_type is not None and issubclass(exc_type, LearnerLost):
+            learners.shutdown()
+        return False  # the exception goes on
+
+    return on_exit
 
 
 def push_weights(sync: Any, fleet: Any) -> Any:
