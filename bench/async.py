@@ -28,7 +28,6 @@ the same stage times would give on separate devices.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -39,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_steps(path: Path) -> list[dict[str, float]]:
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return [m for m in lines if "timing/learn_s" in m]  # training steps, not eval lines
+    from rrr.metrics import read_jsonl_records
+
+    records, _ = read_jsonl_records(path)  # also renames the keys of a run before namespaces
+    return [m for m in records if "timing/learn_s" in m]  # training steps, not eval lines
 
 
 def simulate(steps: list[dict[str, float]]) -> dict[str, float]:
@@ -134,10 +135,10 @@ def measure(config: str, steps: int, staleness: int, out: Path) -> dict[str, flo
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     m = read_steps(out / "metrics.jsonl")
     return {
-        "steps_s": sum(x["step_s"] for x in m),
+        "steps_s": sum(x["timing/step_s"] for x in m),
         "overlap_s": statistics.mean(x.get("rollout/overlap_s", 0.0) for x in m[1:]),
         "staleness": statistics.mean(x.get("rollout/staleness", 0.0) for x in m),
-        "tokens_per_s": statistics.mean(x["tokens_per_s"] for x in m),
+        "tokens_per_s": statistics.mean(x["rollout/tokens_per_s"] for x in m),
     }
 
 

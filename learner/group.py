@@ -18,6 +18,7 @@ from learner.sync_sender import device_info
 from learner.worker import ADDITIVE_KEYS, TIS_MEAN_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
+from rrr.metrics import under
 from rrr.train_batch import TrainBatch
 
 log = logging.getLogger(__name__)
@@ -213,11 +214,11 @@ class LearnerGroup:
         if batch.size == 0 or batch.global_num_tokens == 0:
             log.warning("step skipped: no reflection tokens to train on in this batch")
             self.version += 1
-            return {**batch.metrics, "skipped": 1.0}
+            return {"learner/skipped": 1.0}
         shards = self.shard(batch)
         per_rank = gather([a.step.remote(s) for a, s in zip(self.actors, shards)], "a step")
         self.version += 1
-        return {**batch.metrics, **aggregate_metrics(per_rank)}
+        return {**under("learner/", aggregate_metrics(per_rank)), "learner/skipped": 0.0}
 
     def shard(self, batch: TrainBatch) -> list[list[TrainBatch]]:
         """Per-rank micro-batches: whole groups under the token budget for the shared-prefix
@@ -292,10 +293,9 @@ def aggregate_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
             out[k] = sum(m[k] * m["num_tokens"] for m in per_rank) / n_tok
     if "tis_weight_max" in per_rank[0]:
         out["tis_weight_max"] = max(m["tis_weight_max"] for m in per_rank)
-    # The learner's own pace (the slowest rank's), under learner/: the driver's step_s and
-    # tokens_per_s are the whole step's and the rollout's, and must not overwrite these.
-    out["learner/step_s"] = max(m["step_s"] for m in per_rank)
-    out["learner/tokens_per_s"] = out["seq_tokens"] / max(out["learner/step_s"], 1e-9)
+    # The learner's own pace: the slowest rank's.
+    out["step_s"] = max(m["step_s"] for m in per_rank)
+    out["tokens_per_s"] = out["seq_tokens"] / max(out["step_s"], 1e-9)
     for k in ("grad_norm", "lr", "global_step"):  # identical on every rank after the step
         out[k] = per_rank[0][k]
     return out

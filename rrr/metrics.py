@@ -3,9 +3,10 @@
 Sinks (each a small class with `write` and `close`; the logger holds a list of them):
 
 - `JsonlSink`: `<run_dir>/metrics.jsonl`, one JSON object per line
-  (`{"step": 12, "time": 1.7e9, "reward_mean": 0.4, ...}`), flushed and fsynced every call so a
-  crash loses nothing. `rrr report` reads it. A step may appear on several lines (the driver
-  logs periodic evaluation as a second call for the same step); readers merge them.
+  (`{"step": 12, "time": 1.7e9, "rollout/reward_mean": 0.4, ...}`), flushed and fsynced every
+  call so a crash loses nothing. `rrr report` reads it. A step may appear on several lines
+  (the driver logs periodic evaluation as a second call for the same step); readers merge them.
+  Keys sit in NAMESPACES; the logger refuses any other, and a key logged twice in one step.
 - `TensorBoardSink`: event files under `<run_dir>/tb` (`logging.tensorboard`).
 - `RayGaugeSink`: one `ray.util.metrics.Gauge` per metric (`logging.ray_metrics`), named
   `rrr_<sanitized name>`; Prometheus sees `ray_rrr_<name>` (dashboard Metrics tab, Grafana).
@@ -28,7 +29,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,74 @@ log = logging.getLogger("rrr.metrics")
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id.txt"
 RAY_METRIC_PREFIX = "rrr_"
+
+# Every step metric sits under the namespace of the stage that measured it, so four producers
+# filling one dict cannot overwrite each other unseen (the learner's step_s was lost that way).
+NAMESPACES: dict[str, str] = {
+    "rollout/": "the rollout and its episodes: rewards, lengths, drops, pace, staleness, faults",
+    "batch/": "the train batch made of them: group statistics, what was kept",
+    "learner/": "the learner group's optimizer step: loss, KL, grad norm, its own pace, restarts",
+    "sync/": "the weight push from the learner to the rollout fleet",
+    "timing/": "wall-clock seconds of the driver's stages, and of the whole step",
+    "eval/": "the periodic held-out evaluation",
+}
+
+# Step metrics before they had namespaces -> their names now. `read_jsonl_records` renames
+# them, so `rrr report` and bench/async.py still read a run logged by an older rrr.
+LEGACY_NAMES: dict[str, str] = {
+    **{k: f"rollout/{k}" for k in (
+        "episodes", "failures", "reward_mean", "second_try_success", "first_try_success",
+        "reflection_tokens_mean", "reflection_truncated_frac", "generated_tokens",
+        "tokens_per_s", "failures_consumed", "verifier_errors", "verifier_retries",
+        "dropped_context_overflow", "dropped_solved_before_reward", "dropped_verifier_error",
+        "skipped_first_context_overflow", "skipped_first_verifier_error",
+    )},
+    "rollout_worker_restarts": "rollout/worker_restarts",
+    **{k: f"batch/{k}" for k in (
+        "reward_std", "frac_zero_std", "train_seqs", "dropped_seqs", "groups_under_2",
+    )},
+    **{k: f"learner/{k}" for k in (
+        "loss", "policy_loss", "kl", "clip_frac", "ratio_mean", "grad_norm", "lr", "global_step",
+        "num_tokens", "seq_tokens", "forward_tokens", "seqs", "tis_weight_mean",
+        "tis_weight_max", "tis_clip_frac",
+    )},
+    "learner_restarts": "learner/restarts",
+    "reflection_tokens": "learner/num_tokens",
+    "step_s": "timing/step_s",
+    "sync_s": "timing/sync_s",
+}  # fmt: skip
+
+
+class MetricNameError(ValueError):
+    """A step metric outside the namespaces, or one key written twice in one step."""
+
+
+def under(namespace: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+    """`metrics` with every key put under `namespace` (one of NAMESPACES)."""
+    if namespace not in NAMESPACES:
+        raise MetricNameError(f"{namespace!r} is not a metric namespace ({', '.join(NAMESPACES)})")
+    return {namespace + k: float(v) for k, v in metrics.items()}
+
+
+def merge_metrics(*parts: Mapping[str, float]) -> dict[str, float]:
+    """One dict of the producers' metrics. A key that two of them give is an error: which one
+    the step would log depended on the order of `update` calls."""
+    out: dict[str, float] = {}
+    for part in parts:
+        twice = out.keys() & part.keys()
+        if twice:
+            raise MetricNameError(f"metric(s) given by two producers: {sorted(twice)}")
+        out.update(part)
+    return out
+
+
+def check_metric_names(names: Iterable[str]) -> None:
+    """Refuse a step metric outside NAMESPACES (with the namespaces, in the error)."""
+    bad = sorted(n for n in names if not n.startswith(tuple(NAMESPACES)))
+    if bad:
+        raise MetricNameError(
+            f"step metric(s) {bad} are in no namespace; use one of {', '.join(NAMESPACES)}"
+        )
 
 
 class MetricsSink(Protocol):
@@ -74,6 +143,9 @@ def read_jsonl_records(path: Path) -> tuple[list[dict[str, Any]], int]:
                 bad += 1
                 continue
             obj["step"] = int(step)
+            for legacy, name in LEGACY_NAMES.items():  # a run logged before the namespaces
+                if legacy in obj and name not in obj:
+                    obj[name] = obj.pop(legacy)
             records.append(obj)
     return records, bad
 
@@ -294,6 +366,8 @@ class MetricsLogger:
         self.path = self.run_dir / METRICS_FILE
         self.run_name = run_name or self.run_dir.resolve().name
         self._warned: set[str] = set()
+        self._step: int | None = None  # the step being logged, and its keys so far
+        self._logged: set[str] = set()
         if sinks is not None:
             self.sinks: list[MetricsSink] = list(sinks)
             return
@@ -321,7 +395,16 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Record `metrics` for `step` in every sink. Values that are not numbers are dropped
-        (with one warning per key) rather than failing a long training run."""
+        (with one warning per key) rather than failing a long training run. A step may be
+        logged in several calls (the step, then its evaluation), but no key twice in one step,
+        and every key in one of NAMESPACES: both raise MetricNameError."""
+        check_metric_names(metrics)
+        if step != self._step:
+            self._step, self._logged = step, set()
+        twice = self._logged & metrics.keys()
+        if twice:
+            raise MetricNameError(f"step {step}: metric(s) {sorted(twice)} logged twice")
+        self._logged |= metrics.keys()
         clean: dict[str, float] = {}
         for name, value in metrics.items():
             number = _as_float(value)
@@ -355,21 +438,21 @@ class MetricsLogger:
 
 # (metric key, label, format): the fixed order of the per-step console line.
 STEP_LINE_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("reward_mean", "reward", "{:.3f}"),
-    ("first_try_success", "1st", "{:.3f}"),
-    ("second_try_success", "2nd", "{:.3f}"),
-    ("reflection_tokens_mean", "refl_tok", "{:.0f}"),
-    ("kl", "kl", "{:.2e}"),
-    ("tokens_per_s", "tok/s", "{:,.0f}"),
-    ("sync_s", "sync", "{:.1f}s"),
-    ("step_s", "time", "{:.1f}s"),
+    ("rollout/reward_mean", "reward", "{:.3f}"),
+    ("rollout/first_try_success", "1st", "{:.3f}"),
+    ("rollout/second_try_success", "2nd", "{:.3f}"),
+    ("rollout/reflection_tokens_mean", "refl_tok", "{:.0f}"),
+    ("learner/kl", "kl", "{:.2e}"),
+    ("rollout/tokens_per_s", "tok/s", "{:,.0f}"),
+    ("timing/sync_s", "sync", "{:.1f}s"),
+    ("timing/step_s", "time", "{:.1f}s"),
 )
 
 
 # Fields that only some modes measure: left out of the line when the metric is absent, rather
 # than shown as '-'. First-try success exists only in online mode; in dataset mode every drawn
 # query is a stored failure, so it would read 0.000 by construction (issue 15).
-OPTIONAL_STEP_FIELDS = frozenset({"first_try_success"})
+OPTIONAL_STEP_FIELDS = frozenset({"rollout/first_try_success"})
 
 
 def format_step_line(step: int, max_steps: int, metrics: Mapping[str, Any]) -> str:

@@ -127,18 +127,15 @@ def build_train_batch(
         if end > start:  # column j predicts token j+1, so span [s, e) sits at columns [s-1, e-1)
             old[row, start - 1 : end - 1] = torch.as_tensor(list(logprobs[i]), dtype=torch.float32)
     stats = mask_stats(mask)
-    lengths = [end - start for start, end in spans]
+    # The batch's own figures only: the reward mean, episode count and reflection lengths are
+    # the rollout's (episode_metrics, over the same kept episodes), the token counts the
+    # learner's; each is computed once (issue 21).
     metrics = {
-        "reward_mean": adv.reward_mean,
         "reward_std": adv.reward_std,
         "frac_zero_std": adv.frac_zero_std,
-        "episodes": float(n),
         "train_seqs": float(len(keep)),
         "dropped_seqs": float(n - len(keep)),
         "groups_under_2": float(short_groups),
-        "reflection_tokens": float(stats["num_tokens"]),
-        "reflection_tokens_mean": sum(lengths) / max(n, 1),
-        "seq_tokens": float(attn.sum().item()),
     }
     return TrainBatch(
         tokens=tok,

@@ -72,15 +72,16 @@ def test_local_run_serves_dashboard_and_rrr_metrics(tiny_model_path, sample_data
         _wait_for(r"step\s+1/400", log, proc, 600)
         # Ray's metrics agent exports on an interval (10 s by default).
         deadline, series = time.monotonic() + 120, set()
-        while time.monotonic() < deadline and not {"ray_rrr_step", "ray_rrr_reward_mean"} <= series:
+        wanted = {"ray_rrr_step", "ray_rrr_rollout_reward_mean"}
+        while time.monotonic() < deadline and not wanted <= series:
             series = set(re.findall(r"^(ray_rrr_\w+)", _get(metrics_url)[1], re.M))
             time.sleep(2)
-        assert {"ray_rrr_step", "ray_rrr_reward_mean"} <= series, sorted(series)
+        assert wanted <= series, sorted(series)
         # Every series the shipped Grafana dashboard plots exists, but those of other modes:
         # held-out eval (logging.eval_every) and first-try success (episode.first_attempt=online;
         # this dataset-mode run measures no first try).
         plotted = set(re.findall(r"ray_rrr_\w+", (ROOT / "cluster/grafana-rrr.json").read_text()))
-        other_modes = ("ray_rrr_eval_", "ray_rrr_first_try_success")
+        other_modes = ("ray_rrr_eval_", "ray_rrr_rollout_first_try_success")
         missing = {s for s in plotted - series if not s.startswith(other_modes)}
         assert not missing, f"grafana-rrr.json plots series rrr never exports: {sorted(missing)}"
     finally:

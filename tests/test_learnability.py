@@ -43,8 +43,8 @@ def test_learnability_preset_learns_on_a_small_budget(ray_local, smollm2_path, t
     assert main(args) == 0
     capsys.readouterr()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = [m for m in lines if "reward_mean" in m]
-    rewards = [m["reward_mean"] for m in steps]
+    steps = [m for m in lines if "rollout/reward_mean" in m]
+    rewards = [m["rollout/reward_mean"] for m in steps]
     assert len(rewards) == STEPS
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2, rewards
 

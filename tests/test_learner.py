@@ -57,7 +57,7 @@ def test_batch_places_mask_and_old_logprobs_on_the_span_columns():
         assert (b.tokens[row, len(tokens[row]) :] == 7).all()
     want = group_advantages(torch.tensor(rewards), 4).advantages
     assert torch.allclose(b.advantages, want)
-    assert b.global_num_tokens == sum(e - s for s, e in spans) == b.metrics["reflection_tokens"]
+    assert b.global_num_tokens == sum(e - s for s, e in spans) == int(b.mask.sum())
 
 
 def test_overflowed_episode_is_dropped_but_counts_in_its_group():
@@ -249,13 +249,13 @@ def test_two_rank_gloo_group_steps_and_resumes_bit_identically(
     group = LearnerGroup(cfg, tiny_model_path)
     try:
         m1 = group.step(b1)
-        assert m1["seqs"] == 8 and m1["num_tokens"] == b1.global_num_tokens
+        assert m1["learner/seqs"] == 8 and m1["learner/num_tokens"] == b1.global_num_tokens
         # Gradients are SUMMED over ranks (global normalisers): same step as one rank alone.
         alone = LearnerWorker(tiny_model_path, _cfg(micro_batch_size=8)).step(
             shard_batch(b1, 1, 8)[0]
         )
-        assert m1["loss"] == pytest.approx(alone["loss"], rel=1e-5)
-        assert m1["grad_norm"] == pytest.approx(alone["grad_norm"], rel=1e-4)
+        assert m1["learner/loss"] == pytest.approx(alone["loss"], rel=1e-5)
+        assert m1["learner/grad_norm"] == pytest.approx(alone["grad_norm"], rel=1e-4)
         w0, w1 = ray_local.get([a.state_dict_cpu.remote() for a in group.actors])
         assert w0.keys() == w1.keys()
         assert all(torch.equal(w0[k], w1[k]) for k in w0)
@@ -271,7 +271,8 @@ def test_two_rank_gloo_group_steps_and_resumes_bit_identically(
         got = resumed.step(b2)
     finally:
         resumed.shutdown()
-    assert got["loss"] == want["loss"] and got["grad_norm"] == want["grad_norm"]
+    assert got["learner/loss"] == want["learner/loss"]
+    assert got["learner/grad_norm"] == want["learner/grad_norm"]
 
 
 @pytest.mark.slow
@@ -296,8 +297,8 @@ def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_
         finally:
             group.shutdown()
     (m1, w1), (m2, w2) = results[1], results[2]
-    assert m2["loss"] == pytest.approx(m1["loss"], rel=1e-5)
-    assert m2["grad_norm"] == pytest.approx(m1["grad_norm"], rel=1e-4)
+    assert m2["learner/loss"] == pytest.approx(m1["learner/loss"], rel=1e-5)
+    assert m2["learner/grad_norm"] == pytest.approx(m1["learner/grad_norm"], rel=1e-4)
     assert w1.keys() == w2.keys()
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=1e-6, rtol=1e-5), k

@@ -97,9 +97,10 @@ def inputs(tmp_path_factory, smollm2_path, tiny_model_path):
     assert main(["export", str(run.run_dir), "--out", str(export)]) == 0
     sink = JsonlSink(run.run_dir / "metrics.jsonl")
     for step in range(1, 9):
-        metrics = {"reward_mean": step / 10, "first_try_success": 0.25, "kl": 0.001 * step,
-                   "second_try_success": step / 10, "reflection_tokens_mean": 40.0 - 4 * step,
-                   "step_s": 10.0}  # fmt: skip
+        metrics = {"rollout/reward_mean": step / 10, "rollout/first_try_success": 0.25,
+                   "learner/kl": 0.001 * step, "rollout/second_try_success": step / 10,
+                   "rollout/reflection_tokens_mean": 40.0 - 4 * step,
+                   "timing/step_s": 10.0}  # fmt: skip
         sink.write(step, metrics, 1.7e9)
     sink.close()
     vanilla = scripted_eval(smollm2_path, smollm2_path, "vanilla", root / "eval-vanilla")

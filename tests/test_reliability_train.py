@@ -34,7 +34,8 @@ from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTOR_CLASSES = ("RolloutWorker", "LearnerActor", "VerifierActor")
-COMPARED = ("loss", "reward_mean", "reflection_tokens_mean", "episodes", "generated_tokens")
+COMPARED = ("learner/loss", "rollout/reward_mean", "rollout/reflection_tokens_mean",
+            "rollout/episodes", "rollout/generated_tokens")  # fmt: skip
 
 
 def _args(model: str, data: Path, run: Path, max_steps: int, failures: Path | None) -> list[str]:
@@ -144,7 +145,7 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     assert "Traceback" not in err
     got = _metrics(run)
     assert [m["step"] for m in got] == [1, 2]  # step 3 never completed
-    assert got[1]["rollout_worker_restarts"] == 1.0
+    assert got[1]["rollout/worker_restarts"] == 1.0
     for a, b in zip(reference, got):
         _close(a, b)  # the restarted worker re-sampled step 2 exactly: nothing lost or doubled
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -215,7 +216,7 @@ def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
     assert summary["end_step"] == 4 and summary["learner_restarts"] == 2
     got = _metrics(heal)
     assert [m["step"] for m in got] == [1, 2, 3, 4]  # each step once: redone ones replaced
-    assert [m["learner_restarts"] for m in got][-1] == 2.0
+    assert [m["learner/restarts"] for m in got][-1] == 2.0
     for a, b in zip(reference, got[:3]):
         _close(a, b)  # steps redone after a restart repeat the uninterrupted run
     assert not [p for p in (heal / "checkpoints").iterdir() if p.name.startswith(".tmp")]

@@ -23,11 +23,12 @@ def write_run(run_dir: Path) -> None:
     rows = []
     for step in range(1, N + 1):
         rows.append(json.dumps({
-            "step": step, "time": 1.7e9 + step, "reward_mean": reward(step),
-            "first_try_success": 0.0, "second_try_success": reward(step),
-            "reflection_tokens_mean": 100.0 + step, "kl": 0.001 * step, "loss": 0.1 / step,
-            "step_s": 10.0, "timing/rollout_s": 6.0, "timing/verify_s": 1.0,
-            "timing/learn_s": 3.0, "timing/sync_s": 0.5, "tokens_per_s": 1000.0,
+            "step": step, "time": 1.7e9 + step, "rollout/reward_mean": reward(step),
+            "rollout/first_try_success": 0.0, "rollout/second_try_success": reward(step),
+            "rollout/reflection_tokens_mean": 100.0 + step, "learner/kl": 0.001 * step,
+            "learner/loss": 0.1 / step, "timing/step_s": 10.0, "timing/rollout_s": 6.0,
+            "timing/verify_s": 1.0, "timing/learn_s": 3.0, "timing/sync_s": 0.5,
+            "rollout/tokens_per_s": 1000.0,
         }))  # fmt: skip
         if step == 10:  # periodic eval: a second line for the same step, merged by readers
             rows.append(json.dumps({"step": 10, "eval/second_try_accuracy": 0.4}))
@@ -46,7 +47,9 @@ def test_report_draws_png_and_prints_summary(tmp_path, capsys):
     assert png.is_file() and png.stat().st_size > 1024
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "steps: 20 (step 1 to 20); malformed lines skipped: 3" in out
-    assert "reward_mean: first 0.0750  last 0.5000  best 0.7250 (at step 15; means over 2" in out
+    assert (
+        "rollout/reward_mean: first 0.0750  last 0.5000  best 0.7250 (at step 15; means over 2"
+    ) in out
     assert (
         "step time: mean 10.00 s = rollout 6.00 s (60%) + learn 3.00 s (30%) + "
         "sync 0.50 s (5%) + other 0.50 s (5%)"
@@ -61,11 +64,12 @@ def test_summary_numbers(tmp_path):
     write_run(tmp_path)
     history, bad = load_history(tmp_path / "metrics.jsonl")
     assert bad == 3 and len(history) == N
-    assert history[9]["eval/second_try_accuracy"] == 0.4 and history[9]["reward_mean"] == 0.5
+    assert history[9]["eval/second_try_accuracy"] == 0.4
+    assert history[9]["rollout/reward_mean"] == 0.5
     s = summarize(history, bad)
-    assert s["reward_mean"]["first"] == pytest.approx(0.075)
-    assert s["reward_mean"]["best"] == pytest.approx(0.725)
-    assert s["reward_mean"]["best_end_step"] == 15
+    assert s["rollout/reward_mean"]["first"] == pytest.approx(0.075)
+    assert s["rollout/reward_mean"]["best"] == pytest.approx(0.725)
+    assert s["rollout/reward_mean"]["best_end_step"] == 15
     assert s["timing"]["stages"] == pytest.approx({"rollout": 6.0, "learn": 3.0, "sync": 0.5})
     assert s["kl_end"] == pytest.approx(0.02)
 

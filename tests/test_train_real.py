@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rrr.driver.cli import main
+from rrr.metrics import NAMESPACES
 from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +64,12 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
     for m in first:
         if m in evals:
             continue
-        assert m["reflection_tokens_mean"] > 0 and m["step_s"] > 0
-        assert {"timing/rollout_s", "timing/learn_s", "timing/sync_s", "kl", "loss"} <= set(m)
+        assert m["rollout/reflection_tokens_mean"] > 0 and m["timing/step_s"] > 0
+        stages = {"timing/rollout_s", "timing/learn_s", "timing/sync_s"}
+        assert stages | {"learner/kl", "learner/loss"} <= set(m)
+        assert all(k.startswith(tuple(NAMESPACES)) for k in m if k not in ("step", "time"))
         # the learner's own pace, beside (not overwritten by) the step's and the rollout's
-        assert 0 < m["learner/step_s"] < m["step_s"] and m["learner/tokens_per_s"] > 0
+        assert 0 < m["learner/step_s"] < m["timing/step_s"] and m["learner/tokens_per_s"] > 0
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert ckpts == ["step_00000001", "step_00000002"]
 
@@ -185,11 +188,12 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
     assert lines[1]["rollout/overlap_frac"] > 0 and lines[2]["rollout/overlap_frac"] == 0
     assert [m["rollout/abandoned"] for m in lines] == [0.0, 0.0, 1.0]
     # replaced while step 2 trained (by step 3's rollout), so step 2's line counts it already
-    assert [m["rollout_worker_restarts"] for m in lines] == [0.0, 1.0, 1.0]
-    assert [m["failures_consumed"] for m in lines] == [2.0, 4.0, 6.0]  # the draw was put back
+    assert [m["rollout/worker_restarts"] for m in lines] == [0.0, 1.0, 1.0]
+    # the draw was put back
+    assert [m["rollout/failures_consumed"] for m in lines] == [2.0, 4.0, 6.0]
     for m in lines:
-        assert 0 < m["tis_weight_mean"] <= 2.0 and m["tis_weight_max"] > 0
-        assert 0 <= m["tis_clip_frac"] <= 1 and m["rollout/overlap_s"] >= 0
+        assert 0 < m["learner/tis_weight_mean"] <= 2.0 and m["learner/tis_weight_max"] > 0
+        assert 0 <= m["learner/tis_clip_frac"] <= 1 and m["rollout/overlap_s"] >= 0
     state = json.loads((run / "checkpoints" / "step_00000002" / "state.json").read_text())
     # at step 2 the batch of step 3 had already been drawn: the checkpoint does not count it
     assert state["extra_state"]["cursor"]["consumed"] == 4

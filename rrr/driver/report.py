@@ -24,19 +24,19 @@ from rrr.config import Config
 
 # (panel title, metric keys drawn in it); a panel is drawn when any of its keys was logged.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("reward (retry success)", ("reward_mean",)),
-    ("try success", ("first_try_success", "second_try_success")),
-    ("KL to reference", ("kl",)),
-    ("reflection tokens", ("reflection_tokens_mean",)),
-    ("loss", ("loss",)),
-    ("step seconds", ("step_s",)),
+    ("reward (retry success)", ("rollout/reward_mean",)),
+    ("try success", ("rollout/first_try_success", "rollout/second_try_success")),
+    ("KL to reference", ("learner/kl",)),
+    ("reflection tokens", ("rollout/reflection_tokens_mean",)),
+    ("loss", ("learner/loss",)),
+    ("step seconds", ("timing/step_s",)),
     (
         "held-out accuracy vs training reward",
-        ("eval/first_try_accuracy", "eval/second_try_accuracy", "reward_mean"),
+        ("eval/first_try_accuracy", "eval/second_try_accuracy", "rollout/reward_mean"),
     ),
 )
 # Metrics summarised as start / end / best.
-SUMMARY_KEYS = ("reward_mean", "first_try_success", "second_try_success")
+SUMMARY_KEYS = ("rollout/reward_mean", "rollout/first_try_success", "rollout/second_try_success")
 # Stages the driver times one after the other: together (plus "other") they make a step.
 TOP_LEVEL_STAGES = ("rollout", "learn", "sync")
 # Sub-stages timed inside the rollout stage, shown apart so nothing is counted twice.
@@ -130,7 +130,7 @@ def summarize(history: Sequence[dict[str, Any]], malformed: int = 0) -> dict[str
             "window": k,
         }
     summary["timing"] = _timing_summary(history)
-    _, kl = series(history, "kl")
+    _, kl = series(history, "learner/kl")
     if kl:
         k = default_window(len(kl))
         summary["kl_end"] = kl[-1]
@@ -145,11 +145,12 @@ def _timing_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     timing, a stage missing on a step counting 0 s (e.g. no sync on that step)."""
     names = sorted(
         {key[len("timing/") :] for row in history for key in row if key.startswith("timing/")}
+        - {"step_s"}  # the whole step, not a stage of it
     )
     rows = [
         row
         for row in history
-        if _number(row.get("step_s")) is not None
+        if _number(row.get("timing/step_s")) is not None
         or any(_number(row.get(f"timing/{n}")) is not None for n in names)
     ]
     if not rows:
@@ -159,7 +160,7 @@ def _timing_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         total = sum(_number(row.get(f"timing/{name}")) or 0.0 for row in rows)
         stages[name.removesuffix("_s")] = total / len(rows)
     top = {n: s for n, s in stages.items() if n not in ROLLOUT_PARTS}
-    _, step_s = series(rows, "step_s")
+    _, step_s = series(rows, "timing/step_s")
     step_mean = sum(step_s) / len(step_s) if step_s else sum(top.values())
     return {
         "step_s_mean": step_mean,
@@ -292,5 +293,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if plot(history, out, args.window):
         print(f"curves: {out}")
     else:
-        print("no known training metrics to plot (reward_mean, kl, ...); no PNG written")
+        print("no known training metrics to plot (rollout/reward_mean, learner/kl, ...); "
+              "no PNG written")
     return 0

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -35,7 +35,11 @@ from rrr.data_cursor import EpochSampler
 from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline, overlap_s
 from rrr.episodes import Failure
 from rrr.errors import RRRError
+from rrr.metrics import MetricsLogger, format_step_line, merge_metrics, under
 from rrr.timing import timed
+
+if TYPE_CHECKING:
+    from rrr.train_batch import TrainBatch
 
 log = logging.getLogger("rrr.train")
 
@@ -94,7 +98,6 @@ def learn(
     from learner import checkpoint as ckpt
     from learner.group import LearnerGroup
     from learner.weight_sync import make_weight_sync
-    from rrr.metrics import MetricsLogger, format_step_line
     from rrr.train_batch import batch_from_episodes
 
     # Released in reverse order on any exit, a failure during start-up or resume included
@@ -217,22 +220,20 @@ def learn(
                         sync_t = push_weights(sync, stack.fleet)
                         rollouts.pushed(learners.version)
                 metrics = step_metrics(
-                    episodes, learn, sync_t, timings, time.perf_counter() - t_step, rollout
-                )
-                metrics.update(rollout_metrics(rollout, learn_span))
-                # the share of the step in which the fleet and the learner were both busy
-                metrics["rollout/overlap_frac"] = metrics["rollout/overlap_s"] / metrics["step_s"]
+                    rollout, batch, learn, sync_t, timings, time.perf_counter() - t_step,
+                    previous_learn=learn_span,
+                    faults={"worker_restarts": float(stack.fleet.restarts),
+                            "abandoned": float(rollouts.abandoned),
+                            "verifier_retries": float(stack.verifier.counters["retried"])},
+                    learner_restarts=restarts,
+                )  # fmt: skip
                 staleness.append(metrics["rollout/staleness"])
                 learn_span = (learn_start, learn_start + timings["learn"])
-                metrics.update(rollout.first_metrics)
-                metrics["rollout_worker_restarts"] = float(stack.fleet.restarts)
-                metrics["rollout/abandoned"] = float(rollouts.abandoned)
-                metrics["learner_restarts"] = float(restarts)
-                metrics["verifier_retries"] = float(stack.verifier.counters["retried"])
                 metrics_log.log(step, metrics)
                 bar.update(1)
                 bar.set_postfix(
-                    reward=f"{metrics['reward_mean']:.3f}", step_s=f"{metrics['step_s']:.0f}"
+                    reward=f"{metrics['rollout/reward_mean']:.3f}",
+                    step_s=f"{metrics['timing/step_s']:.0f}",
                 )
                 if step % cfg.logging.log_every == 0:
                     log.info(format_step_line(step, cfg.learner.max_steps, metrics))
@@ -382,37 +383,53 @@ def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
 
 
 def step_metrics(
-    episodes: Any,
+    rollout: Rollout,
+    batch: TrainBatch,
     learn: dict[str, float],
     sync_t: Any,
     timings: dict[str, float],
     step_s: float,
-    rollout: Rollout,
+    *,
+    previous_learn: tuple[float, float],
+    faults: dict[str, float],
+    learner_restarts: int,
 ) -> dict[str, float]:
-    m = {k: v for k, v in episodes.metrics().items() if not k.startswith("count/")}
-    m.update({k: float(v) for k, v in learn.items()})
-    m["verifier_errors"] = float(episodes.counters.get("verifier_error", 0))
-    m["failures_consumed"] = float(rollout.cursor["consumed"])
-    # over the rollout's own generation time (a rollout started ahead is not waited for)
-    m["tokens_per_s"] = episodes.generated_tokens / max(rollout.finished - rollout.started, 1e-9)
-    for name, seconds in timings.items():
-        m[f"timing/{name}_s"] = seconds
-    m.update({f"timing/{k}": v for k, v in episodes.timings.items()})
-    if sync_t is not None:
-        m.update(sync_t.as_metrics())
-        m["sync_s"] = timings.get("sync", 0.0)
-    m["step_s"] = step_s
-    return m
+    """One step's metrics, each producer under its own namespace (rrr/metrics.py NAMESPACES);
+    `merge_metrics` refuses a key that two of them give. `learn` is the learner group's
+    (already under learner/), `faults` the fleet's and verifier pool's counters."""
+    return merge_metrics(
+        under("rollout/", merge_metrics(rollout_metrics(rollout, previous_learn, step_s), faults)),
+        under("batch/", batch.metrics),
+        learn,
+        {"learner/restarts": float(learner_restarts)},
+        sync_t.as_metrics() if sync_t is not None else {},
+        under("timing/", {
+            **{f"{name}_s": seconds for name, seconds in timings.items()},
+            **rollout.episodes.timings,  # the rollout's parts: attempt_s, reflect_s, ...
+            "step_s": step_s,
+        }),
+    )  # fmt: skip
 
 
-def rollout_metrics(rollout: Rollout, previous_learn: tuple[float, float]) -> dict[str, float]:
-    """Staleness of the trained batch, and how long its rollout ran while the learner was busy
-    with the previous step (0 unless it was started ahead)."""
+def rollout_metrics(
+    rollout: Rollout, previous_learn: tuple[float, float], step_s: float
+) -> dict[str, float]:
+    """What the rollout made (episode_metrics), at what pace, how stale, and how long it ran
+    while the learner was busy with the previous step (0 unless it was started ahead)."""
+    episodes = rollout.episodes
     busy = overlap_s((rollout.started, rollout.finished), previous_learn)
+    generate_s = rollout.finished - rollout.started
     return {
-        "rollout/staleness": float(rollout.staleness()),
-        "rollout/generate_s": rollout.finished - rollout.started,
-        "rollout/overlap_s": busy,
+        **{k: v for k, v in episodes.metrics().items() if not k.startswith("count/")},
+        **rollout.first_metrics,  # online mode: first-try success, skipped first attempts
+        "verifier_errors": float(episodes.counters.get("verifier_error", 0)),
+        "failures_consumed": float(rollout.cursor["consumed"]),
+        # over the rollout's own generation time (a rollout started ahead is not waited for)
+        "tokens_per_s": episodes.generated_tokens / max(generate_s, 1e-9),
+        "staleness": float(rollout.staleness()),
+        "generate_s": generate_s,
+        "overlap_s": busy,
+        "overlap_frac": busy / max(step_s, 1e-9),  # share of the step both sides were busy
     }
 
 
