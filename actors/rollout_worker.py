@@ -13,6 +13,7 @@ from typing import Any
 import ray
 
 from actors.vllm_engine import EngineStartError, VLLMEngine
+from rrr.actor_calls import ACTOR_GONE, first_line, wait_all
 from rrr.config import Config
 from rrr.errors import RRRError
 from rrr.generation import GenRequest, Sample
@@ -46,10 +47,6 @@ def engine_kwargs(cfg: Config, model_path: str) -> dict[str, Any]:
 
 class RolloutWorkerLost(RRRError, RuntimeError):
     """Rollout workers kept dying: more restarts than rollout.max_restarts allows."""
-
-
-# Ray errors that mean "this actor is gone", as opposed to an exception raised by its code.
-_ACTOR_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 class RolloutFleet:
@@ -127,15 +124,31 @@ class RolloutFleet:
             for i, ref in refs.items():
                 try:
                     done[i] = ray.get(ref)
-                except _ACTOR_GONE as exc:
-                    log.warning("rollout worker %d died during generate (%s)", i, _why(exc))
+                except ACTOR_GONE as exc:
+                    why = first_line(exc, 200)
+                    log.warning("rollout worker %d died during generate (%s)", i, why)
                     lost.append(i)
             self._replace(lost)
             refs = {i: self.workers[i].generate.remote(shards[i], seeds[i]) for i in lost}
         return [sample for i in sorted(done) for sample in done[i]]
 
-    def call_all(self, method: str, *args: Any) -> list[Any]:
-        return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+    # Fan-outs to every worker, one round-trip each (named methods: nothing is called by a
+    # method-name string).
+
+    def sleep(self) -> None:
+        """Free vLLM's weights and KV cache (cluster.colocate: the learner steps meanwhile)."""
+        ray.get([w.sleep.remote() for w in self.workers])
+
+    def wake_up(self) -> None:
+        ray.get([w.wake_up.remote() for w in self.workers])
+
+    def reset_prefix_cache(self) -> None:
+        ray.get([w.reset_prefix_cache.remote() for w in self.workers])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load full weights into every worker through the object store (tests, tools)."""
+        ref = ray.put(state)
+        ray.get([w.load_state_dict.remote(ref) for w in self.workers])
 
     def replace_dead(self, notify: bool = True) -> list[int]:
         """Ping every worker and replace the dead ones. notify=False: do not call on_restart
@@ -144,7 +157,7 @@ class RolloutFleet:
         for i, w in enumerate(self.workers):
             try:
                 ray.get(w.ping.remote())
-            except _ACTOR_GONE:
+            except ACTOR_GONE:
                 dead.append(i)
         self._replace(dead, notify)
         return dead
@@ -182,23 +195,25 @@ class RolloutFleet:
 
 
 def _wait_ready(workers: list[Any], timeout_s: float) -> None:
+    """Every worker's engine is up, or EngineStartError with vLLM's cause (never a hang); the
+    workers of a failed start are killed, so they hold no resources."""
+
+    def died(i: int, exc: BaseException) -> EngineStartError:
+        cause = getattr(exc, "cause", None) or exc  # ActorDiedError carries the init error
+        return EngineStartError(f"a rollout worker failed to start: {cause}")
+
+    def too_slow(pending: int) -> EngineStartError:
+        return EngineStartError(
+            f"{pending} rollout worker(s) not ready after {timeout_s:.0f}s (resources busy?)"
+        )
+
     try:
-        ray.get([w.ping.remote() for w in workers], timeout=timeout_s)
-    except ray.exceptions.RayActorError as exc:
+        wait_all([w.ping.remote() for w in workers], on_gone=died, timeout_s=timeout_s,
+                 on_timeout=too_slow)  # fmt: skip
+    except BaseException:
         for w in workers:
             ray.kill(w)
-        cause = exc.cause if getattr(exc, "cause", None) else exc
-        raise EngineStartError(f"a rollout worker failed to start: {cause}") from exc
-    except ray.exceptions.GetTimeoutError as exc:
-        for w in workers:
-            ray.kill(w)
-        raise EngineStartError(
-            f"rollout workers not ready after {timeout_s:.0f}s (resources busy?)"
-        ) from exc
-
-
-def _why(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:

@@ -16,6 +16,7 @@ from learner.distributed import free_address
 from learner.packing import default_budget, shard_batch, shard_groups
 from learner.sync_sender import device_info
 from learner.worker import ADDITIVE_KEYS, TIS_MEAN_KEYS, TOKEN_MEAN_KEYS, LearnerWorker
+from rrr.actor_calls import first_line, wait_all
 from rrr.config import LearnerConfig
 from rrr.errors import RRRError
 from rrr.metrics import under
@@ -112,19 +113,14 @@ class LearnerLost(RRRError, RuntimeError):
 
 
 def gather(refs: list[Any], what: str) -> list[Any]:
-    """ray.get for the ranks' results that fails fast: the first rank to die raises at once,
-    while the survivors may still be blocked in a collective with it (gloo/NCCL would only
-    notice after their own time-out, half an hour later)."""
-    pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        try:
-            ray.get(ready[0])
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-            rank = refs.index(ready[0])
-            cause = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise LearnerLost(f"learner rank {rank} died during {what}: {cause}") from exc
-    return ray.get(list(refs))
+    """The ranks' results; the first rank to die raises LearnerLost at once (rrr/actor_calls.py
+    says why that cannot wait for the survivors)."""
+    return wait_all(
+        refs,
+        on_gone=lambda rank, exc: LearnerLost(
+            f"learner rank {rank} died during {what}: {first_line(exc)}"
+        ),
+    )
 
 
 class LearnerGroup:

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import ray
 
 from learner.group import gather as gather_learners
+from rrr.actor_calls import ACTOR_GONE, wait_all
 from rrr.config import SyncConfig
 from rrr.errors import RRRError
 from rrr.placement import DeviceRef, choose_sync_backend
@@ -85,16 +86,17 @@ def _handles(fleet: Any) -> list[Any]:
 
 
 def _wait(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
-    """ray.get with a bound: a peer that never answers (stuck in a collective with a dead one)
-    becomes a SyncError naming the step, never a hang. Actor deaths propagate as Ray raises
-    them, so the caller can replace the dead worker."""
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    if pending:
-        raise SyncError(
-            f"{what}: {len(pending)} of {len(refs)} peers did not answer within "
+    """The peers' results within sync.timeout_s: a peer that never answers (stuck in a
+    collective with a dead one) becomes a SyncError naming the step, never a hang. An actor
+    death propagates as Ray raises it (ACTOR_GONE), so the caller can replace the worker."""
+    return wait_all(
+        refs,
+        timeout_s=timeout_s,
+        on_timeout=lambda pending: SyncError(
+            f"{what}: {pending} of {len(refs)} peers did not answer within "
             f"sync.timeout_s={timeout_s:g} s (a peer died or hangs in the group)"
-        )
-    return ray.get(refs)
+        ),
+    )
 
 
 def endpoints(learners: Any, fleet: Any, timeout_s: float) -> tuple[dict, list[dict]]:
@@ -192,7 +194,7 @@ class CollectiveSync:
         recv = [w.sync_receive.remote(self.plan, self.aliases, version) for w in self.workers]
         try:
             _wait(recv, "receiving weights", self.timeout_s)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+        except ACTOR_GONE:
             # A rollout worker died mid-push: the learner's broadcast fails too; the caller
             # replaces the worker and reconnects (learners are fine: their gathers completed).
             with contextlib.suppress(ray.exceptions.RayError):

@@ -74,7 +74,7 @@ def test_killed_workers_are_replaced_resynced_and_their_shard_resent(fleet, tiny
     fleet.begin_step(SEED)
     base = fleet.generate(REQUESTS)
     policy = _perturbed_weights(tiny_model_path)
-    fleet.call_all("load_state_dict", policy)
+    fleet.load_state_dict(policy)
     resynced: list[int] = []
 
     def resync(indices: list[int]) -> None:  # what the trainer wires to the weight sync

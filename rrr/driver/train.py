@@ -198,7 +198,7 @@ def learn(
                 with timed("learn", timings):
                     learn_start = time.perf_counter()
                     if cfg.cluster.colocate:
-                        stack.fleet.call_all("sleep")
+                        stack.fleet.sleep()
                     batch = batch_from_episodes(
                         episodes,
                         scale_rewards=cfg.learner.scale_rewards,
@@ -215,7 +215,7 @@ def learn(
                 with timed("sync", timings):
                     if cfg.cluster.colocate:
                         learners.release_memory()  # vLLM wakes into what the learner cached
-                        stack.fleet.call_all("wake_up")
+                        stack.fleet.wake_up()
                     if sync_due(cfg, step):
                         sync_t = push_weights(sync, stack.fleet)
                         rollouts.pushed(learners.version)
@@ -286,11 +286,11 @@ def push_weights(sync: Any, fleet: Any) -> Any:
     """Push the learner's weights to every rollout worker. A worker found dead on the way is
     replaced and the push is repeated for all (once: the replacement's weights are this push's);
     a dead learner raises LearnerLost from the sync itself."""
-    import ray
+    from rrr.actor_calls import ACTOR_GONE
 
     try:
         timings = sync.push()
-    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+    except ACTOR_GONE:
         if not fleet.replace_dead(notify=False):
             raise
         timings = sync.push()
@@ -466,7 +466,7 @@ def periodic_eval(cfg: Config, stack: Any, run_dir: Path, step: int) -> dict[str
     if cfg.eval.reuse_first_tries and step > 0:
         reference = json.loads((run_dir / "eval" / f"step_{0:08d}" / "results.json").read_text())
     # KV cached by training prompts was computed in other batches; a fresh engine has none.
-    stack.fleet.call_all("reset_prefix_cache")
+    stack.fleet.reset_prefix_cache()
     r = evaluate(cfg, stack.engine, rows, first_tries_from=reference)
     r.update(info)
     r["step"] = step
