@@ -111,17 +111,18 @@ class WeightReceiver:
         self, host: str, port: int, rank_offset: int, world_size: int, timeout_s: float
     ) -> None:
         """Join a process group made for the weight sync, learner rank 0 being its rank 0:
-        gloo on CPU, NCCL on GPU, through the same helper as the sender (learner/sync_sender.py),
+        gloo on CPU, NCCL on GPU, through the same helper as the sender (rrr/weights/group.py),
         never touching vLLM's own groups."""
-        from learner.sync_sender import init_group
+        from rrr.weights.backend import collective_backend
+        from rrr.weights.group import init_group
 
         self.rrr_close_group()
-        backend = "nccl" if self._rrr_device().type == "cuda" else "gloo"
+        backend = collective_backend(self._rrr_device().type)
         rank = rank_offset + int(getattr(self, "rank", 0))
         self._rrr_group = init_group(host, port, rank, world_size, backend, timeout_s)
 
     def rrr_close_group(self) -> None:
-        from learner.sync_sender import leave_group
+        from rrr.weights.group import leave_group
 
         group, self._rrr_group = getattr(self, "_rrr_group", None), None
         leave_group(group)
@@ -145,7 +146,7 @@ class WeightReceiver:
         torch.manual_seed(seed)
 
     def rrr_receive_buckets(self, plan: list[dict], aliases: dict[str, str] | None = None) -> int:
-        """Receive a whole sync (every bucket of learner.buckets' plan, in order) from rank 0 and
+        """Receive a whole sync (every bucket of rrr.weights.wire's plan, in order) from rank 0 and
         load it through the worker's in-place reload, once per sync.
 
         Every bucket lands in a buffer of its own, never a reused one: vLLM's layerwise reload
@@ -160,7 +161,7 @@ class WeightReceiver:
         import torch
         import torch.distributed as dist
 
-        from learner.buckets import from_wire, unpack_bucket
+        from rrr.weights.wire import from_wire, unpack_bucket
 
         group = getattr(self, "_rrr_group", None)
         if group is None:

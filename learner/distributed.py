@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rrr.weights.backend import collective_backend
+
 
 def free_address() -> tuple[str, int]:
     """This node's IP and a free TCP port (for MASTER_ADDR / MASTER_PORT)."""
@@ -39,7 +41,7 @@ def init_distributed(
 
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo",
+            collective_backend(device.type),
             init_method=f"tcp://{master_addr}:{master_port}",
             rank=rank,
             world_size=world_size,

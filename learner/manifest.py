@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learner.buckets import dtype_name
+from rrr.weights.wire import dtype_name
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class WeightManifest:
         return [e.name for e in self.entries]
 
     def metas(self, wire_dtype: torch.dtype | None = None) -> list[tuple[str, str, tuple]]:
-        """(name, dtype, shape) per entry, in order: what `learner.buckets.plan_buckets` takes.
+        """(name, dtype, shape) per entry, in order: what `rrr.weights.wire.plan_buckets` takes.
         `wire_dtype` casts floating weights (the receiver's dtype: bf16 for a GPU vLLM)."""
         return [(e.name, _wire(e.dtype, wire_dtype), e.shape) for e in self.entries]
 

@@ -21,14 +21,15 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import torch
 
-from learner.buckets import from_wire, pack_bucket, plan_buckets, to_wire
 from learner.manifest import WeightManifest
 from rrr.shm import free_bytes
+from rrr.weights.backend import collective_backend
+from rrr.weights.group import init_group, leave_group
+from rrr.weights.wire import from_wire, pack_bucket, plan_buckets, to_wire
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
@@ -42,41 +43,6 @@ def device_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
     return info
-
-
-def init_group(
-    host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float
-) -> Any:
-    """A process group of its own (never the global one the learner ranks train with)."""
-    from vllm.distributed.utils import stateless_init_torch_distributed_process_group
-
-    def make() -> Any:
-        return stateless_init_torch_distributed_process_group(
-            host, port, rank, world_size, backend, timeout=timedelta(seconds=timeout_s)
-        )
-
-    if backend != "nccl":
-        return make()
-    # vLLM's own NCCL environment handling, on both sides, so sender and receivers agree.
-    from vllm.utils.nccl import unpinned_nccl_env
-
-    with unpinned_nccl_env():
-        return make()
-
-
-def leave_group(group: Any) -> None:
-    """Destroy a sync group (both halves call this; a None group is a no-op) with vLLM's
-    counterpart of the helper that made it. Its `shutdown()` aborts an NCCL communicator, so a
-    peer that died or left cannot hang a reconnect or the process's exit in NCCL's teardown;
-    `torch.distributed.destroy_process_group` does not know a stateless group and only raised.
-    """
-    if group is None:
-        return
-    from vllm.distributed.utils import stateless_destroy_torch_distributed_process_group
-
-    # A group whose peer is already gone may fail to shut down cleanly; it is dropped anyway.
-    with contextlib.suppress(RuntimeError, ValueError):
-        stateless_destroy_torch_distributed_process_group(group)
 
 
 class WeightSender:
@@ -94,7 +60,7 @@ class WeightSender:
     def join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
         if self.rank != 0:
             return
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        backend = collective_backend(self.device.type)
         self.group = init_group(host, port, 0, world_size, backend, timeout_s)
 
     def broadcast(

@@ -40,8 +40,8 @@ from learner.group import gather as gather_learners
 from rrr.actor_calls import ACTOR_GONE, wait_all
 from rrr.config import SyncConfig
 from rrr.errors import RRRError
-from rrr.placement import DeviceRef, choose_sync_backend
 from rrr.shm import SHM_DIR, choose_transport
+from rrr.weights.backend import DeviceRef, choose_sync_backend, collective_backend
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def endpoints(learners: Any, fleet: Any, timeout_s: float) -> tuple[dict, list[d
 
 
 def decide(requested: str, learner: dict, receivers: list[dict]) -> tuple[str, str]:
-    """The backend for these endpoints (rrr.placement.choose_sync_backend, the rule `rrr plan`
+    """The backend for these endpoints (rrr.weights.backend.choose_sync_backend, the rule `rrr plan`
     applies to a planned placement); SyncError when the requested one cannot work."""
     mine = DeviceRef(learner["node"], learner["device"], learner.get("gpu_uuid"))
     theirs = [DeviceRef(r["node"], w["device"], w.get("gpu_uuid"))
@@ -163,7 +163,7 @@ class CollectiveSync:
     def _connect(self) -> None:
         workers = _handles(self.fleet)
         learner, receivers = endpoints(self.learners, workers, self.timeout_s)
-        self.group_backend = "nccl" if learner["device"] == "cuda" else "gloo"
+        self.group_backend = collective_backend(learner["device"])
         # Cast to what the engines hold (bf16 for a GPU vLLM), whatever the learner trains in.
         self.wire_dtype = receivers[0]["workers"][0]["dtype"]
         sizes = [len(r["workers"]) for r in receivers]

@@ -2,7 +2,9 @@
 
     verifiers  <-  rrr core  <-  actors, learner  <-  rrr.driver
 
-A module may import its own layer and the layers below it, never one above. The driver is the
+A module may import its own layer and the layers below it, never one above, and never a sibling
+package of its own layer (actors and learner meet only in the driver; what both need, such as
+the weight sync's wire protocol in rrr/weights/, sits in the core below them). The driver is the
 only code that wires actors and learners together; a core module that reached up into it (as
 the trainer once reached into a command module) makes the packages import each other in a circle.
 """
@@ -29,6 +31,11 @@ def layer_of(module: str) -> int | None:
         if module == prefix or module.startswith(prefix + "."):
             return level
     return None  # third-party or stdlib
+
+
+def package_of(module: str) -> str:
+    """The LAYERS entry a module falls under ("rrr.driver", "rrr", "actors", ...)."""
+    return next(p for p, _ in LAYERS if module == p or module.startswith(p + "."))
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -60,18 +67,20 @@ def upward_imports(package_dirs: list[Path], root: Path = ROOT) -> list[str]:
             here = layer_of(module_name(path, root))
             assert here is not None, path
             seen: set[int] = set()  # one report per import statement
+            own = package_of(module_name(path, root))
             for lineno, target in imported_modules(path):
                 there = layer_of(target)
-                if there is not None and there > here and lineno not in seen:
+                sibling = there == here and package_of(target) != own
+                if there is not None and (there > here or sibling) and lineno not in seen:
                     seen.add(lineno)
                     bad.append(f"{path.relative_to(root)}:{lineno} imports {target}")
     return bad
 
 
-def test_no_module_imports_a_layer_above_it() -> None:
+def test_no_module_imports_a_layer_above_it_or_a_sibling() -> None:
     dirs = [ROOT / name for name in ("verifiers", "rrr", "actors", "learner")]
     bad = upward_imports(dirs)
-    assert not bad, "imports that reach up a layer:\n" + "\n".join(bad)
+    assert not bad, "imports that reach up a layer or across to a sibling:\n" + "\n".join(bad)
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
@@ -88,3 +97,14 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
         "rrr/core.py:2 imports rrr.driver.train",
         "rrr/core.py:3 imports rrr.driver",
     ]
+
+
+def test_the_check_sees_a_sibling_import(tmp_path: Path) -> None:
+    """actors/ and learner/ share a layer: one importing the other is caught."""
+    for name in ("actors", "learner"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "actors" / "ext.py").write_text("def f():\n    from learner.buckets import x\n")
+    (tmp_path / "learner" / "w.py").write_text("import rrr.grpo\n")  # down a layer: fine
+    bad = upward_imports([tmp_path / "actors", tmp_path / "learner"], root=tmp_path)
+    assert bad == ["actors/ext.py:2 imports learner.buckets"]

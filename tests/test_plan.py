@@ -142,8 +142,8 @@ def test_oversize_buckets_size_the_sync_buffers(capsys: pytest.CaptureFixture) -
     """A 7B embedding (~1 GiB in bf16) travels alone, above sync.bucket_mb: the buffers on
     learner rank 0 (two pack buffers) and on every vLLM worker are sized by it, and counted in
     those GPUs' peaks (not in the other learner ranks')."""
-    from learner.buckets import plan_buckets
     from rrr.memory_budget import sync_buffer_bytes
+    from rrr.weights.wire import plan_buckets
 
     preset = ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml"
     cfg = load_config(preset, [])

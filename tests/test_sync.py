@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.buckets import from_wire, pack_bucket, plan_buckets, to_wire, unpack_bucket
+from rrr.weights.wire import from_wire, pack_bucket, plan_buckets, to_wire, unpack_bucket
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -291,7 +291,7 @@ def test_leaving_a_sync_group_destroys_it(monkeypatch) -> None:
     the communicator, so a dead peer cannot hang a reconnect or exit); None is a no-op."""
     import vllm.distributed.utils as vllm_dist
 
-    from learner.sync_sender import init_group, leave_group
+    from rrr.weights.group import init_group, leave_group
     from tests.helpers import free_port
 
     destroyed = []

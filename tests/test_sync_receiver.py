@@ -63,9 +63,9 @@ def _perturbed(model_path: str, out: Path) -> tuple[str, list[tuple[str, torch.T
 def test_one_layer_over_three_buckets_and_a_padded_vocab_load_what_was_sent(
     ray_local, odd_vocab_worker, odd_vocab_model, tmp_path
 ):
-    from learner.buckets import plan_buckets, to_wire
     from learner.sync_sender import WeightSender
     from rrr.generation import GenRequest
+    from rrr.weights.wire import plan_buckets, to_wire
     from tests.helpers import free_port, hf_token_logprobs
 
     new_path, weights = _perturbed(odd_vocab_model, tmp_path / "new")

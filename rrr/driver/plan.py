@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def plan_lines(cfg: Config, cluster, shape) -> list[str]:
     """The plan as text; raises PlacementError on a config the cluster cannot run."""
-    from learner.buckets import plan_buckets  # torch: imported only when planning
+    from rrr.weights.wire import plan_buckets  # torch: imported only when planning
 
     if cfg.cluster.colocate:
         colocated_bundles(cfg)  # the pairing the driver's placement group needs
