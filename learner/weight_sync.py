@@ -1,9 +1,10 @@
 """Weight sync learner -> every vLLM worker of every rollout worker, behind one typed interface.
 
-    sync = make_weight_sync(cfg.sync, learners, fleet)   # decides the backend, then init
-    timings = sync.push()                                # after every cfg.sync.every_n_steps
-    sync.reconnect()                                     # rollout workers were replaced
-    sync.close()
+    link = WeightLink(cfg.sync, learners, fleet)  # decides the backend, connects the sync
+    timings = link.push()                         # after every cfg.sync.every_n_steps; a worker
+                                                  # found dead is replaced and pushed to again
+    link.heal()                                   # the fleet replaced a worker mid-generate
+    link.close()
 
 The driver only calls actor methods by name: the sender half lives in each learner rank
 (`LearnerActor.sync_*`, learner/sync_sender.py), the receiver half in each rollout worker
@@ -20,8 +21,8 @@ from the driver's own machine, which on a cluster is a GPU-less head:
                 (every rollout worker on its node) or one Ray object (any placement).
 
 Every peer answers within `sync.timeout_s` or the push fails with a SyncError naming what hung
-(a dead rollout worker surfaces as Ray's actor error, which the driver answers by replacing it
-and reconnecting; a dead learner as LearnerLost).
+(a dead rollout worker surfaces as Ray's actor error, which WeightLink answers by replacing it
+and pushing again; a dead learner as LearnerLost).
 """
 
 from __future__ import annotations
@@ -128,6 +129,45 @@ def make_weight_sync(cfg: SyncConfig, learners: Any, fleet: Any) -> WeightSync:
     log.info("weight sync: %s (%s); %d learner rank(s) -> %d rollout worker(s), %d vLLM "
              "worker(s)", sync.describe(), why, len(learners.actors), len(receivers), workers)  # type: ignore[attr-defined]  # fmt: skip
     return sync
+
+
+class WeightLink:
+    """The driver's one handle on the weights between the learner group and the rollout fleet:
+    it connects the sync once and owns the recovery of every push.
+
+    - `push()`: every rollout worker gets the learner's weights. A worker found dead on the way
+      is replaced (without the fleet's own `on_restart`: this push is its weights) and the push
+      repeated once for all. A dead learner raises LearnerLost from the sync itself.
+    - `heal()`: the fleet replaced a worker on its own (it died mid-generate): re-form the
+      group with the new worker and push the weights the fleet already holds, so the lost
+      shard is sampled by the same version as the rest.
+    """
+
+    def __init__(self, cfg: SyncConfig, learners: Any, fleet: Any) -> None:
+        self.fleet = fleet
+        self.sync = make_weight_sync(cfg, learners, fleet)  # logs backend, ranks, workers
+
+    def push(self) -> SyncTimings:
+        try:
+            timings = self.sync.push()
+        except ACTOR_GONE:
+            if not self.fleet.replace_dead(notify=False):
+                raise
+            timings = self.sync.push()
+        log.info(
+            "sync: %s/%s %.0f MiB to %d rollout worker(s): gather %.2fs wire %.2fs load %.2fs "
+            "total %.2fs", timings.backend, timings.transport, timings.bytes / 2**20,
+            len(self.fleet.workers), timings.gather_s, timings.wire_s, timings.load_s,
+            timings.total_s,
+        )  # fmt: skip
+        return timings
+
+    def heal(self) -> None:
+        self.sync.reconnect()
+        self.sync.push()
+
+    def close(self) -> None:
+        self.sync.close()
 
 
 # ---------------------------------------------------------------------------- collective

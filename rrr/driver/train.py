@@ -97,7 +97,7 @@ def learn(
     learner.max_steps. `restarts`: learner groups lost before this one in this job."""
     from learner import checkpoint as ckpt
     from learner.group import LearnerGroup
-    from learner.weight_sync import make_weight_sync
+    from learner.weight_sync import WeightLink
     from rrr.train_batch import batch_from_episodes
 
     # Released in reverse order on any exit, a failure during start-up or resume included
@@ -115,9 +115,9 @@ def learn(
             trust_remote_code=cfg.model.trust_remote_code,
         )
         cleanup.callback(learners.shutdown)
-        sync = make_weight_sync(cfg.sync, learners, stack.fleet)  # logs backend, ranks, workers
-        cleanup.callback(sync.close)
-        cleanup.push(stop_survivors(learners))  # runs before sync.close
+        link = WeightLink(cfg.sync, learners, stack.fleet)
+        cleanup.callback(link.close)
+        cleanup.push(stop_survivors(learners))  # runs before link.close
         resumed = ckpt.latest_valid(run_dir / "checkpoints")
         state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
         start = int(state["step"])
@@ -141,7 +141,7 @@ def learn(
             """After an abandoned rollout: the replacement has the base model's weights
             unless a push since has reached the whole fleet (it then holds the learner's)."""
             if learners.version != rollouts.fleet_version:
-                push_weights(sync, stack.fleet)
+                link.push()
             return learners.version
 
         rollouts = RolloutPipeline(
@@ -156,13 +156,12 @@ def learn(
                     f"rollout worker(s) {replaced} replaced while the learner's weights are "
                     "newer than the rollout's"
                 )
-            sync.reconnect()
-            sync.push()  # the same version as the fleet's: the lost shard is re-sent
+            link.heal()  # the same version as the fleet's: the lost shard is re-sent
 
         stack.fleet.on_restart = on_restart
         if resumed or restarts:
             log.info("resumed from %s at step %d", resumed or "the base model", start)
-            push_weights(sync, stack.fleet)  # the workers start from the base model: give ours
+            link.push()  # the workers start from the base model: give ours
         # A restart re-logs the steps after its checkpoint: their old lines go, none twice.
         metrics_log = MetricsLogger(
             run_dir, cfg, resume_step=start + 1 if resumed or restarts else None
@@ -217,7 +216,7 @@ def learn(
                         learners.release_memory()  # vLLM wakes into what the learner cached
                         stack.fleet.wake_up()
                     if sync_due(cfg, step):
-                        sync_t = push_weights(sync, stack.fleet)
+                        sync_t = link.push()
                         rollouts.pushed(learners.version)
                 metrics = step_metrics(
                     rollout, batch, learn, sync_t, timings, time.perf_counter() - t_step,
@@ -280,26 +279,6 @@ def stop_survivors(learners: Any) -> Callable[..., bool]:
         return False  # the exception goes on
 
     return on_exit
-
-
-def push_weights(sync: Any, fleet: Any) -> Any:
-    """Push the learner's weights to every rollout worker. A worker found dead on the way is
-    replaced and the push is repeated for all (once: the replacement's weights are this push's);
-    a dead learner raises LearnerLost from the sync itself."""
-    from rrr.actor_calls import ACTOR_GONE
-
-    try:
-        timings = sync.push()
-    except ACTOR_GONE:
-        if not fleet.replace_dead(notify=False):
-            raise
-        timings = sync.push()
-    log.info(
-        "sync: %s/%s %.0f MiB to %d rollout worker(s): gather %.2fs wire %.2fs load %.2fs "
-        "total %.2fs", timings.backend, timings.transport, timings.bytes / 2**20,
-        len(fleet.workers), timings.gather_s, timings.wire_s, timings.load_s, timings.total_s,
-    )  # fmt: skip
-    return timings
 
 
 def check_data(cfg: Config) -> None:
