@@ -198,3 +198,9 @@ def test_placebo_cli_from_existing_samples(tmp_path, capsys):
     assert 0.02 <= p["first"]["false_positive_rate"] <= 0.09
     assert "false positives" in capsys.readouterr().out
     assert run_placebo(results, 2, 50)["splits"] == 50
+    # k = 4 from 4 samples a problem cannot split: a clear error naming the key, no traceback
+    assert main(["eval", "--placebo", "--placebo-from", str(tmp_path), "--out", str(out),
+                 "eval.temperature=0.7", "eval.samples_per_problem=4"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "eval.samples_per_problem=4" in err and "needs 2k = 8" in err and "=2 or lower" in err
+    assert "Traceback" not in err

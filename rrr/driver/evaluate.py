@@ -573,6 +573,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise ConfigError("--placebo samples its own first tries; drop --first-tries-from")
     if args.placebo and args.placebo_from:
         results = json.loads(_results_file(Path(args.placebo_from)).read_text())
+        pool = results.get("samples_per_problem", 1)
+        if pool < 2 * k:
+            raise ConfigError(
+                f"eval.samples_per_problem={k}: a placebo splits each problem's samples into "
+                f"two runs of k, so it needs 2k = {2 * k}; {args.placebo_from} has {pool} per "
+                f"problem (set eval.samples_per_problem={pool // 2} or lower)"
+            )
     else:
         reference = None
         if args.first_tries_from:
