@@ -31,7 +31,8 @@ def write_run(run_dir: Path) -> None:
             "rollout/tokens_per_s": 1000.0,
         }))  # fmt: skip
         if step == 10:  # periodic eval: a second line for the same step, merged by readers
-            rows.append(json.dumps({"step": 10, "eval/second_try_accuracy": 0.4}))
+            rows.append(json.dumps({"step": 10, "eval/second_try_accuracy": 0.4,
+                                    "timing/eval_s": 30.0}))  # fmt: skip
     rows.insert(5, "this is not json")
     rows.insert(9, '{"no_step": 1}')
     rows.append('{"step": 21, "reward_me')  # the half-written tail of a crash
@@ -55,6 +56,8 @@ def test_report_draws_png_and_prints_summary(tmp_path, capsys):
         "sync 0.50 s (5%) + other 0.50 s (5%)"
     ) in out
     assert "inside rollout: verify 1.00 s (10%)" in out
+    # the evaluation after step 10 is not a stage of the steps (it once showed as "eval 1.50 s")
+    assert "held-out evaluations (outside the steps): 1, 30 s in all" in out
     assert "kl at end: 0.02 (last step), 0.0195 (mean of the last 10% of steps)" in out
     assert "eval/second_try_accuracy (last): 0.4000" in out
     assert f"curves: {png}" in out

@@ -145,8 +145,9 @@ def _timing_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
     timing, a stage missing on a step counting 0 s (e.g. no sync on that step)."""
     names = sorted(
         {key[len("timing/") :] for row in history for key in row if key.startswith("timing/")}
-        - {"step_s"}  # the whole step, not a stage of it
+        - {"step_s", "eval_s"}  # the whole step, and the evaluation after it: not stages
     )
+    _, evals = series(history, "timing/eval_s")
     rows = [
         row
         for row in history
@@ -167,6 +168,8 @@ def _timing_summary(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "stages": top,
         "rollout_parts": {n: s for n, s in stages.items() if n in ROLLOUT_PARTS},
         "other": max(0.0, step_mean - sum(top.values())),
+        "evals": len(evals),
+        "eval_s_total": sum(evals),
     }
 
 
@@ -203,6 +206,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         if inner:
             parts = [part(n, inner[n]) for n in _order(list(inner), ROLLOUT_PARTS)]
             lines.append("  inside rollout: " + ", ".join(parts))
+        if timing.get("evals"):
+            lines.append(f"held-out evaluations (outside the steps): {timing['evals']}, "
+                         f"{timing['eval_s_total']:.0f} s in all")  # fmt: skip
     if "kl_end" in summary:
         lines.append(
             f"kl at end: {summary['kl_end']:.4g} (last step), "
