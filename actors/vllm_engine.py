@@ -1,4 +1,5 @@
-"""One vLLM engine behind rrr's `Generator` contract, plus live weight updates.
+"""One vLLM engine behind rrr's `Generator` contract. Its weight-receiving endpoint (live weight
+updates) is actors/weight_endpoint.py, which this class inherits.
 
 `VLLMEngine` is a plain class (usable in-process by scripts and benchmarks); `RolloutWorker`
 in actors/rollout_worker.py is the same class as a Ray actor.
@@ -8,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from actors.weight_endpoint import WeightEndpoint
 from rrr.errors import RRRError
 from rrr.generation import GenRequest, Sample
-from rrr.shm import tmpfs_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,7 @@ def _cpu_env(kv_cache_gib: float, cpu_threads: str, tensor_parallel: int = 1) ->
     os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-class VLLMEngine:
+class VLLMEngine(WeightEndpoint):
     """Owns one `vllm.LLM`. All calls are synchronous batches."""
 
     def __init__(
@@ -189,83 +187,10 @@ class VLLMEngine:
             )
         return SamplingParams(temperature=r.temperature, seed=noise_key, **common)
 
-    # ------------------------------------------------------------------ weights
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> int:
-        """Load a full or partial state dict (name -> tensor) into the live engine."""
-        from safetensors.torch import save_file
-
-        # Tied embeddings share storage; safetensors refuses shared tensors, so clone.
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        directory = tmpfs_dir_for(sum(t.numel() * t.element_size() for t in tensors.values()))
-        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
-            save_file(tensors, f.name)
-            return self.load_weights_file(f.name)
-
-    def load_weights_file(
-        self, path: str, aliases: dict[str, str] | None = None, version: int | None = None
-    ) -> int:
-        """Load a safetensors file of (some) weights; every vLLM worker reads it. `aliases`
-        (tied name -> shared weight) come from the learner's manifest; None: the model's own
-        tied head, if any. `version`: the policy version these weights are (None: unchanged)."""
-        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
-        self._loaded(version)
-        return int(counts[0])
-
-    def _loaded(self, version: int | None) -> None:
-        self.reset_prefix_cache()  # cached KV was computed by the old weights
-        if version is not None:
-            self.version = version
+    # ------------------------------------------------------------------ cache
 
     def reset_prefix_cache(self) -> None:
         self.llm.reset_prefix_cache()
-
-    # ------------------------------------------------------------------ weight sync (receiver)
-    # Explicit methods the driver's sync (learner/weight_sync.py) calls by name; each fans out
-    # to every vLLM worker of this engine (one per tensor-parallel rank) through collective_rpc.
-
-    def sync_info(self) -> dict[str, Any]:
-        """This engine's node and its vLLM workers (rank, device, dtype, GPU UUID)."""
-        import ray
-
-        return {
-            "node": ray.get_runtime_context().get_node_id(),
-            "workers": self.llm.collective_rpc("rrr_info"),
-        }
-
-    def sync_join(
-        self, host: str, port: int, rank_offset: int, world_size: int, timeout_s: float
-    ) -> None:
-        self.llm.collective_rpc(
-            "rrr_init_group", args=(host, port, rank_offset, world_size, timeout_s)
-        )
-
-    def sync_receive(
-        self, plan: list[dict], aliases: dict[str, str] | None = None, version: int | None = None
-    ) -> int:
-        counts = self.llm.collective_rpc("rrr_receive_buckets", args=(plan, aliases))
-        self._loaded(version)
-        return int(counts[0])
-
-    def sync_close(self) -> None:
-        self.llm.collective_rpc("rrr_close_group")
-
-    def sync_load_blob(
-        self, blob: Any, aliases: dict[str, str] | None = None, version: int | None = None
-    ) -> dict[str, float]:
-        """The object transport: Ray resolved the ObjectRef into `blob` (zero-copy from this
-        node's object store); one /dev/shm file hands it to vLLM's workers (vLLM's RPC is a
-        slow carrier for hundreds of MB, docs/cpu-stack.md)."""
-        t0 = time.perf_counter()
-        # /dev/shm when it has room (a container's 64 MiB does not), else the temp directory.
-        directory = tmpfs_dir_for(memoryview(blob).nbytes)
-        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
-            f.write(memoryview(blob))
-            f.flush()
-            write_s = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            self.load_weights_file(f.name, aliases, version)
-        return {"write_s": write_s, "load_s": time.perf_counter() - t1}
 
     # ------------------------------------------------------------------ colocation
 

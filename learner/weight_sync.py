@@ -8,7 +8,8 @@
 
 The driver only calls actor methods by name: the sender half lives in each learner rank
 (`LearnerActor.sync_*`, learner/sync_sender.py), the receiver half in each rollout worker
-(`RolloutWorker.sync_*`, actors/vllm_engine.py) and its vLLM workers (actors/worker_extension.py).
+(`RolloutWorker.sync_*`, actors/weight_endpoint.py) and its vLLM workers
+(actors/worker_extension.py); both speak the wire protocol of rrr/weights/.
 Both halves read the weights through one manifest (learner/manifest.py).
 
 The backend is decided from where the weights are (each actor reports its node and device), not
