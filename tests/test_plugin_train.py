@@ -63,7 +63,8 @@ def test_third_party_task_trains_a_step(example_installed, ray_local, tiny_model
     assert summary["end_step"] == 1
     (step,) = [m for m in _metrics(run) if m["step"] == 1]
     assert step["rollout/reflection_tokens_mean"] > 0 and "learner/loss" in step
-    assert step["verifier_errors"] == 0  # the plugin's verifier judged every retry in the pool
+    # the plugin's verifier judged every retry in the pool
+    assert step["rollout/verifier_errors"] == 0
     assert "task: reverse" in (run / "config.yaml").read_text()
 
 
@@ -84,7 +85,7 @@ def test_code_task_trains_a_step_then_evaluates_on_humaneval_and_countdown(
     capsys.readouterr()
     (step,) = [m for m in _metrics(run) if m["step"] == 1 and "learner/loss" in m]
     assert step["rollout/reflection_tokens_mean"] > 0
-    assert step["verifier_errors"] == 0  # every retry ran in the sandbox inside the pool
+    assert step["rollout/verifier_errors"] == 0  # every retry ran in the sandbox inside the pool
     held_out = json.loads((run / "eval" / "step_00000001" / "results.json").read_text())
     assert held_out["task"] == "code" and len(held_out["per_query"]) == 2
     assert held_out["per_query"][0]["key"].startswith("code:")
