@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_steps(path: Path) -> list[dict[str, float]]:
-    from rrr.metrics import read_jsonl_records
+    from rrr.core.metrics import read_jsonl_records
 
     records, _ = read_jsonl_records(path)  # also renames the keys of a run before namespaces
     return [m for m in records if "timing/learn_s" in m]  # training steps, not eval lines
@@ -85,7 +85,7 @@ def predict(cfg, assume: dict[str, float], dev: dict[str, float] = H100) -> dict
     forward token, shared-prefix layout (context once per failure + G reflections), plus ZeRO-3's
     parameter all-gather (forward, backward) and gradient reduce-scatter per micro-batch. Sync:
     the bf16 weights gathered and broadcast over NVLink, then loaded by vLLM."""
-    from rrr.model_shapes import model_shape
+    from rrr.core.model_shapes import model_shape
 
     shape = model_shape(cfg.model.name_or_path)
     P, e = shape.params, cfg.episode
@@ -152,7 +152,7 @@ def main() -> None:
                    help=f"change an assumption of --predict: {ASSUME}")  # fmt: skip
     args = p.parse_args()
     if args.predict:
-        from rrr.config import load_config
+        from rrr.core.config import load_config
 
         assume = {**ASSUME, **{k: float(v) for k, v in (a.split("=", 1) for a in args.assume)}}
         print(f"assumed (H100 SXM {H100}): {assume}")

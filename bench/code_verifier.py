@@ -1,4 +1,4 @@
-"""Executions per second per core of the code verifier (verifiers.code.verify), against a
+"""Executions per second per core of the code verifier (rrr.verifiers.code.verify), against a
 plain subprocess peer measured in the same run.
 
 Usage: python bench/code_verifier.py [--seconds N]
@@ -8,7 +8,7 @@ turn, as a model would: the canonical solution in a fenced block (passes), a wro
 (wrong_answer) and a syntax error. The process and its children are pinned to one core, so
 the rate is per core. Measured:
 
-* sandbox: ``verifiers.code.verify`` as the code task runs it (process group, PID and network
+* sandbox: ``rrr.verifiers.code.verify`` as the code task runs it (process group, PID and network
   namespaces, rlimits, nobody, temp dir, audit guard);
 * no guard: the same without the audit hook (what the OS layer alone costs);
 * peer: ``subprocess.run([python, -I, -S, -c, code + tests])``, no isolation at all: the floor
@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, without installing the package
 
-from rrr.tasks.code import CodeTask, prompt_imports  # noqa: E402
-from verifiers.sandbox import run_python  # noqa: E402
+from rrr.core.tasks.code import CodeTask, prompt_imports  # noqa: E402
+from rrr.verifiers.sandbox import run_python  # noqa: E402
 
 TASK = CodeTask("qwen")
 
@@ -57,14 +57,14 @@ def sandbox(row: dict, response: str) -> bool:
 
 
 def no_guard(row: dict, response: str) -> bool:
-    from verifiers.code import extract_code
+    from rrr.verifiers.code import extract_code
 
     code = prompt_imports(row["prompt"]) + (extract_code(response, row["entry_point"]) or "")
     return run_python(code, row["tests"], row["entry_point"], guard=False).outcome == "passed"
 
 
 def peer(row: dict, response: str) -> bool:
-    from verifiers.code import extract_code
+    from rrr.verifiers.code import extract_code
 
     code = prompt_imports(row["prompt"]) + (extract_code(response, row["entry_point"]) or "")
     proc = subprocess.run([sys.executable, "-I", "-S", "-c", code + "\n" + row["tests"]],

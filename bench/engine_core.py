@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_mode(model: str, in_process: bool, prompts: int, tokens: int) -> dict:
-    from actors.vllm_engine import VLLMEngine
-    from rrr.generation import GenRequest
-    from rrr.models import resolve_model
+    from rrr.actors.vllm_engine import VLLMEngine
+    from rrr.core.generation import GenRequest
+    from rrr.core.models import resolve_model
 
     engine = VLLMEngine(
         resolve_model(model), max_model_len=2048, kv_cache_gib=2, in_process=in_process

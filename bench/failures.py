@@ -21,13 +21,13 @@ DATA = ROOT / "data" / "countdown_sample.jsonl"
 
 
 def one_run(args: argparse.Namespace) -> dict[str, float]:
-    from actors.verifier_pool import LocalVerifier
-    from actors.vllm_engine import VLLMEngine
-    from rrr.chat import ChatRenderer
-    from rrr.config import EpisodeConfig
-    from rrr.episodes import EpisodeEngine
-    from rrr.models import resolve_model
-    from rrr.tasks import get_task
+    from rrr.actors.verifier_pool import LocalVerifier
+    from rrr.actors.vllm_engine import VLLMEngine
+    from rrr.core.chat import ChatRenderer
+    from rrr.core.config import EpisodeConfig
+    from rrr.core.episodes import EpisodeEngine
+    from rrr.core.models import resolve_model
+    from rrr.core.tasks import get_task
 
     engine = VLLMEngine(
         resolve_model(args.model),

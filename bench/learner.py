@@ -4,7 +4,7 @@ Same model, same batch, same process; steps alternate between the sides so that 
 processes hits them alike. One optimizer step = reference log-probs (no grad) + policy
 forward/backward over the micro-batches + clipping + AdamW, on every side:
 
-  shared     learner.worker.LearnerWorker.step, learner.shared_prefix=true (the default): each
+  shared     rrr.learner.worker.LearnerWorker.step, learner.shared_prefix=true (the default): each
              failure's context forwarded once, then its G reflections (issue 14)
   unshared   the same worker with learner.shared_prefix=false: one row per episode
   trl        (--trl) TRL's GRPOTrainer: _get_per_token_logps_and_entropies(ref_model) +
@@ -13,7 +13,8 @@ forward/backward over the micro-batches + clipping + AdamW, on every side:
              clip_grad_norm_, AdamW
 
 Batch shapes (issue 14), each a batch of whole groups that share their context exactly, as
-rrr.episodes makes them; reflections vary in length and one per group is truncated at the limit:
+rrr.core.episodes makes them; reflections vary in length and one per group is truncated at the
+limit:
   smoke    the smoke preset's step: 4 failures x G=4, context ~200 tokens, reflections <= 64
            (~48), micro_batch_size 8, gradient checkpointing on (configs/smoke-cpu.yaml)
   apigen   tool definitions make the context ~1,000 tokens; reflections ~100, G=8
@@ -53,12 +54,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learner.layout import shared_layout, unshared_layout
-from learner.packing import default_budget, shard_batch, shard_groups
-from learner.worker import LearnerWorker
-from rrr.config import LearnerConfig
-from rrr.models import resolve_model
-from rrr.train_batch import TrainBatch, build_train_batch
+from rrr.core.config import LearnerConfig
+from rrr.core.models import resolve_model
+from rrr.core.train_batch import TrainBatch, build_train_batch
+from rrr.learner.layout import shared_layout, unshared_layout
+from rrr.learner.packing import default_budget, shard_batch, shard_groups
+from rrr.learner.worker import LearnerWorker
 
 MIB = 2**20
 RSS_SAMPLE_S = 0.005

@@ -29,7 +29,7 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shape", default="Qwen/Qwen2.5-1.5B-Instruct",
-                   help="a model of rrr.model_shapes.KNOWN_CONFIGS, or 'tiny'")  # fmt: skip
+                   help="a model of rrr.core.model_shapes.KNOWN_CONFIGS, or 'tiny'")  # fmt: skip
     p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up)")
     p.add_argument("--micro-batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=2048)
@@ -40,10 +40,10 @@ def main() -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from learner.distributed import free_address, init_distributed
-    from learner.engines import deepspeed_config
-    from rrr.config import LearnerConfig
-    from rrr.model_shapes import KNOWN_CONFIGS, from_config
+    from rrr.core.config import LearnerConfig
+    from rrr.core.model_shapes import KNOWN_CONFIGS, from_config
+    from rrr.learner.distributed import free_address, init_distributed
+    from rrr.learner.engines import deepspeed_config
 
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")

@@ -32,14 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.verifier_pool import LocalVerifier
-from actors.vllm_engine import VLLMEngine
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import EpisodeEngine, Failure
-from rrr.generation import GenRequest, Sample
-from rrr.models import resolve_model
-from rrr.tasks import get_task
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.actors.vllm_engine import VLLMEngine
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import EpisodeEngine, Failure
+from rrr.core.generation import GenRequest, Sample
+from rrr.core.models import resolve_model
+from rrr.core.tasks import get_task
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "countdown_sample.jsonl"
 

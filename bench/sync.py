@@ -2,7 +2,7 @@
 of one plain in-memory copy of the same bytes (torch.clone of every tensor), in one run.
 
   collective        learner rank 0 broadcasts packed buckets over a gloo group to both
-                    engines' vLLM workers (learner/sync_sender.py)
+                    engines' vLLM workers (rrr/learner/sync_sender.py)
   object_store/shm  one safetensors file in /dev/shm that both engines read
   bound             torch.clone of every tensor once (a receiver must at least write the
                     bytes once; two receivers on one machine write them twice, in parallel)
@@ -43,11 +43,11 @@ def main() -> None:
 
     import ray
 
-    from actors.rollout_worker import RolloutWorker
-    from learner.group import LearnerGroup
-    from learner.weight_sync import CollectiveSync, ObjectStoreSync
-    from rrr.config import LearnerConfig, SyncConfig
-    from rrr.models import resolve_model
+    from rrr.actors.rollout_worker import RolloutWorker
+    from rrr.core.config import LearnerConfig, SyncConfig
+    from rrr.core.models import resolve_model
+    from rrr.learner.group import LearnerGroup
+    from rrr.learner.weight_sync import CollectiveSync, ObjectStoreSync
 
     path = resolve_model(args.model)
     # A private local Ray, even if another cluster runs on this machine.

@@ -6,9 +6,10 @@ Builds a realistic workload from the bundled samples (a few hundred characters o
 the answer; about half correct, the rest wrong numbers / missed target / malformed), pins the
 process to one core, and measures verifications per second for:
 
-* countdown: ``verifiers.countdown.verify`` vs a TinyZero-style checker (regex-extract the last
+* countdown: ``rrr.verifiers.countdown.verify`` vs a TinyZero-style checker (regex-extract the last
   ``<answer>``/``\\boxed{}``, ``re.findall`` the numbers, ``eval`` with ``__builtins__=None``);
-* apigen: ``verifiers.apigen.verify`` vs ``json.loads`` of each call plus ``==`` against the gold
+* apigen: ``rrr.verifiers.apigen.verify`` vs ``json.loads`` of each call plus ``==`` against the
+gold
   list. The naive side gets the gold already parsed (its best case); ours gets the JSON string as
   it comes from the data.
 
@@ -32,8 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, without installing the package
 
-from rrr.tasks.countdown_gen import solve  # noqa: E402
-from verifiers import apigen, countdown  # noqa: E402
+from rrr.core.tasks.countdown_gen import solve  # noqa: E402
+from rrr.verifiers import apigen, countdown  # noqa: E402
 
 COUNTDOWN_GOAL_PER_S = 20_000
 RATIO_GOAL = 0.5

@@ -25,5 +25,5 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   touch "$stamp"
 fi
-.venv/bin/python -c "import rrr, verifiers, actors, learner" 
+.venv/bin/python -c "import rrr.verifiers, rrr.core, rrr.actors, rrr.learner, rrr.driver"
 echo "rrr installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -186,7 +186,7 @@ def sample_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
-    from rrr.models import resolve_model
+    from rrr.core.models import resolve_model
 
     with models_allowed():  # converted once per machine; unit tests read only its tokenizer
         return resolve_model("smollm2-135m")
@@ -216,7 +216,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def rollout_worker(ray_local, tiny_model_path: str):
     """One real vLLM CPU engine inside a real Ray actor, shared by the whole session."""
-    from actors.rollout_worker import RolloutWorker
+    from rrr.actors.rollout_worker import RolloutWorker
 
     worker = RolloutWorker.options(num_cpus=1).remote(
         model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=1, seed=0

@@ -34,8 +34,8 @@ def make_run_dir(run_dir: Path, base_model: str, policy_source: str) -> Path:
     """A training run directory as `rrr train` leaves it, written with the real checkpoint code:
     config.yaml naming the base model, and one committed checkpoint whose policy/ is a copy of
     `policy_source`."""
-    from learner import checkpoint as ckpt
-    from rrr.config import load_config, save_config
+    from rrr.core.config import load_config, save_config
+    from rrr.learner import checkpoint as ckpt
 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(load_config(None, [f"model.name_or_path={base_model}"]), run_dir / "config.yaml")

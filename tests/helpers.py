@@ -48,10 +48,10 @@ def build_tiny_model(
 
 def next_token_logprobs(logits, tokens, temperature: float = 1.0):
     """log p(tokens[:, t+1] | prefix) from logits[:, t], [B, T-1] float32: rrr's kernel
-    (rrr.grpo.gathered_logprobs) with every position predicting its next token."""
+    (rrr.core.grpo.gathered_logprobs) with every position predicting its next token."""
     import torch
 
-    from rrr.grpo import gathered_logprobs
+    from rrr.core.grpo import gathered_logprobs
 
     steps = tokens.shape[1] - 1
     index = torch.arange(steps, device=tokens.device).expand(tokens.shape[0], steps)

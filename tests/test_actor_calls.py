@@ -1,4 +1,4 @@
-"""rrr/actor_calls.py on real Ray actors: results in order, the first dead actor raises at once
+"""rrr/core/actor_calls.py on real Ray actors: results in order, the first dead actor raises at once
 (while a survivor is still blocked, as in a collective), a bound on the wait, typed errors."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rrr.actor_calls import ACTOR_GONE, first_line, wait_all
+from rrr.core.actor_calls import ACTOR_GONE, first_line, wait_all
 
 
 class Lost(RuntimeError):

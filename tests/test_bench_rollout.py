@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from actors.verifier_pool import LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import EpisodeEngine
-from rrr.tasks import get_task
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import EpisodeEngine
+from rrr.core.tasks import get_task
 from tests.test_dropped_samples import Scripted, _failures
 
 ROOT = Path(__file__).resolve().parents[1]

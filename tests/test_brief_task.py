@@ -1,12 +1,12 @@
-"""The learnability task's pure logic (rrr/tasks/brief.py): rows, parts, prompts, verifier."""
+"""The learnability task's pure logic (rrr/core/tasks/brief.py): rows, parts, prompts, verifier."""
 
 from __future__ import annotations
 
 import pytest
 
-from rrr.tasks.base import RowError, check_task_class
-from rrr.tasks.brief import MAX_SCANNED_CHARS, BriefTask, count_words, objects, problems
-from rrr.tasks.registry import installed_tasks
+from rrr.core.tasks.base import RowError, check_task_class
+from rrr.core.tasks.brief import MAX_SCANNED_CHARS, BriefTask, count_words, objects, problems
+from rrr.core.tasks.registry import installed_tasks
 
 
 def test_registered_like_any_plugin_and_meets_the_protocol() -> None:

@@ -8,8 +8,8 @@ import copy
 import pytest
 from transformers import AutoTokenizer
 
-from rrr.chat import ChatRenderer, ChatTemplateError
-from rrr.tasks import get_task
+from rrr.core.chat import ChatRenderer, ChatTemplateError
+from rrr.core.tasks import get_task
 
 # Llama-3.1's turn layout (header ids, <|eot_id|> without a newline), reduced to what matters.
 LLAMA3_STYLE = (
@@ -101,7 +101,7 @@ def test_truncated_turn_ending_in_ordinary_lt_token_still_gets_end_of_turn(tok):
 
 
 def test_closing_ids_after_compares_ids() -> None:
-    from rrr.chat import closing_ids_after
+    from rrr.core.chat import closing_ids_after
 
     closing = [2, 198]  # <|im_end|> \n
     assert closing_ids_after([5, 2], closing, 2) == [198]  # stopped on the marker

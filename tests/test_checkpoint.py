@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner import checkpoint as ckpt
-from learner.packing import shard_batch
-from learner.worker import LearnerWorker
-from rrr.config import LearnerConfig
-from rrr.train_batch import build_train_batch
+from rrr.core.config import LearnerConfig
+from rrr.core.train_batch import build_train_batch
+from rrr.learner import checkpoint as ckpt
+from rrr.learner.packing import shard_batch
+from rrr.learner.worker import LearnerWorker
 from tests.test_learner import _episodes
 
 

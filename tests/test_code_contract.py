@@ -1,4 +1,4 @@
-"""The code verifier's contract with its tests (verifiers.code.prepare_tests): HumanEval's own
+"""The code verifier's contract with its tests (rrr.verifiers.code.prepare_tests): HumanEval's own
 ``test`` field, which defines ``check(candidate)`` and never calls it, is run as HumanEval's
 harness runs it (``check(entry_point)`` afterwards), and a test text that can never fail is
 refused, so a wrong answer never passes silently. Light: one short sandboxed run per case."""
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rrr.tasks import RowError
-from rrr.tasks.code import CodeTask, prompt_imports
-from verifiers.code import NO_ASSERTION_RAN, TestsError, prepare_tests, verify
+from rrr.core.tasks import RowError
+from rrr.core.tasks.code import CodeTask, prompt_imports
+from rrr.verifiers.code import NO_ASSERTION_RAN, TestsError, prepare_tests, verify
 
 TIMEOUT_S = 1.5
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import verifiers.code
-from rrr.tasks import RowError, get_task
-from rrr.tasks.code import CODE_REFLECTION_PROMPT, CodeTask, prompt_imports
-from rrr.tasks.loading import load_rows
-from verifiers.code import extract_code
+import rrr.verifiers.code
+from rrr.core.tasks import RowError, get_task
+from rrr.core.tasks.code import CODE_REFLECTION_PROMPT, CodeTask, prompt_imports
+from rrr.core.tasks.loading import load_rows
+from rrr.verifiers.code import extract_code
 
 TASK = CodeTask("qwen")
 
@@ -22,7 +22,7 @@ def test_registered_and_picklable() -> None:
     task = get_task("code", "llama", timeout_s=3.0)
     assert isinstance(task, CodeTask) and task.timeout_s == 3.0
     assert pickle.loads(pickle.dumps(task)).timeout_s == 3.0
-    assert CodeTask.error_categories == verifiers.code.ERRORS
+    assert CodeTask.error_categories == rrr.verifiers.code.ERRORS
 
 
 def test_user_jsonl_loads(sample_data: Path) -> None:
@@ -133,7 +133,7 @@ def test_verdict_categories(response: str, error: str | None) -> None:
 
 
 def test_a_batch_that_cannot_finish_in_time_is_refused_naming_the_key() -> None:
-    from rrr.config import ConfigError, load_config
+    from rrr.core.config import ConfigError, load_config
     from rrr.driver.stack import load_task
 
     with pytest.raises(ConfigError, match=r"^verifier\.batch_size: 256 items x up to 6 s"):

@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from actors.rollout_worker import RolloutFleet
-from actors.verifier_pool import LocalVerifier
-from rrr import failure_data as fd
-from rrr.chat import ChatRenderer
-from rrr.config import load_config
+from rrr.actors.rollout_worker import RolloutFleet
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core import failure_data as fd
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import load_config
+from rrr.core.episodes import EpisodeEngine
 from rrr.driver.build_failures import build_failures
 from rrr.driver.cli import main
 from rrr.driver.stack import Stack, load_task
-from rrr.episodes import EpisodeEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rrr.config import Config, ConfigError, describe, load_config, parse_override
+from rrr.core.config import Config, ConfigError, describe, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_impossible_resources_are_refused_before_any_actor():
 
 
 def test_async_rollout_keys_fail_at_load_with_the_key():
-    from rrr.config import ConfigError, load_config
+    from rrr.core.config import ConfigError, load_config
 
     assert load_config(None, ["rollout.max_staleness=1"]).rollout.max_staleness == 1
     with pytest.raises(ConfigError, match=r"rollout\.max_staleness.*colocate"):

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-import verifiers.countdown
-from rrr.tasks import countdown_gen, get_task
-from rrr.tasks.countdown_gen import generate_problems, iter_problems, solve
+import rrr.verifiers.countdown
+from rrr.core.tasks import countdown_gen, get_task
+from rrr.core.tasks.countdown_gen import generate_problems, iter_problems, solve
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _verify(problem: dict) -> bool:
-    verdict = verifiers.countdown.verify(
+    verdict = rrr.verifiers.countdown.verify(
         f"\\boxed{{{problem['solution']}}}", problem["nums"], problem["target"]
     )
     return verdict.correct
@@ -64,7 +64,7 @@ def test_deterministic_and_seed_dependent() -> None:
 def test_deterministic_across_hash_seeds() -> None:
     # Any set iteration leaking into the output would change it between PYTHONHASHSEEDs.
     code = (
-        "import json; from rrr.tasks.countdown_gen import generate_problems as g; "
+        "import json; from rrr.core.tasks.countdown_gen import generate_problems as g; "
         "print(json.dumps(g(40, 7) + g(40, 7, min_nums=2, max_nums=3, max_num=9, ops='+-', "
         "min_target=1, max_target=20)))"
     )
@@ -140,7 +140,7 @@ def test_solver_matches_brute_force() -> None:
             found = solve(nums, target, ops)
             assert (found is not None) == expected, (nums, target, ops)
             if found is not None:
-                assert verifiers.countdown.verify(f"\\boxed{{{found}}}", nums, target).correct
+                assert rrr.verifiers.countdown.verify(f"\\boxed{{{found}}}", nums, target).correct
 
 
 def test_bad_settings_raise(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +169,7 @@ def test_generation_is_bounded() -> None:
 
 
 def test_heldout_and_train_parts_never_share_a_problem() -> None:
-    from rrr.tasks.countdown_gen import HELDOUT_EVERY, problem_part
+    from rrr.core.tasks.countdown_gen import HELDOUT_EVERY, problem_part
 
     opts = dict(min_nums=2, max_nums=2, min_num=1, max_num=99, min_target=1, max_target=198,
                 ops="+-")  # fmt: skip
@@ -187,7 +187,7 @@ def test_heldout_and_train_parts_never_share_a_problem() -> None:
 
 
 def test_gen_source_takes_part() -> None:
-    from rrr.tasks.loading import parse_gen_source
+    from rrr.core.tasks.loading import parse_gen_source
 
     assert parse_gen_source("gen:countdown?n=5&part=heldout&ops=+")[1] == {
         "n": 5, "part": "heldout", "ops": "+"

@@ -1,11 +1,11 @@
-"""Keyed sampling noise (rrr/crn.py): exact sampling from softmax(logits / T), determinism
+"""Keyed sampling noise (rrr/core/crn.py): exact sampling from softmax(logits / T), determinism
 independent of the batch, and common random numbers between two nearby distributions."""
 
 from __future__ import annotations
 
 import torch
 
-from rrr.crn import EvalNoise, _mul32, hash32, noise_key, sample
+from rrr.core.crn import EvalNoise, _mul32, hash32, noise_key, sample
 
 
 def _draw(logits: torch.Tensor, keys: torch.Tensor, t: float = 0.7, head: int = 4) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rrr.data_cursor import EpochSampler
+from rrr.core.data_cursor import EpochSampler
 
 
 def test_epochs_cover_everything_once_each_and_resume_exactly():

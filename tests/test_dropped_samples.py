@@ -16,21 +16,21 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from actors.verifier_pool import VERIFIER_ERROR, LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import (
+from rrr.actors.verifier_pool import VERIFIER_ERROR, LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import (
     CONTEXT_OVERFLOW,
     SOLVED_BEFORE_REWARD,
     EpisodeEngine,
     Failure,
     drop_reason,
 )
-from rrr.generation import GenRequest, Sample
-from rrr.grpo import group_advantages
-from rrr.tasks import get_task
-from rrr.tasks.countdown import CountdownTask
-from rrr.train_batch import batch_from_episodes, build_train_batch, valid_group_advantages
+from rrr.core.generation import GenRequest, Sample
+from rrr.core.grpo import group_advantages
+from rrr.core.tasks import get_task
+from rrr.core.tasks.countdown import CountdownTask
+from rrr.core.train_batch import batch_from_episodes, build_train_batch, valid_group_advantages
 
 ROWS = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 SOLUTIONS = {6: r"\boxed{1+2+3}", 14: r"\boxed{2+5+7}"}
@@ -135,7 +135,7 @@ def test_crashed_verifier_drops_the_sample_instead_of_scoring_zero(tok):
 
 @pytest.mark.slow
 def test_verifier_time_out_in_the_real_pool_drops_the_sample(tok, ray_local):
-    from actors.verifier_pool import VerifierPool
+    from rrr.actors.verifier_pool import VerifierPool
 
     # One item per batch over two actors; the hang is the last item, so nothing queues behind
     # it on its actor and only it times out.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.vllm_engine import EngineStartError, VLLMEngine
-from rrr.models import ModelError, resolve_model
+from rrr.actors.vllm_engine import EngineStartError, VLLMEngine
+from rrr.core.models import ModelError, resolve_model
 
 
 def test_missing_model_path_is_named():
@@ -19,7 +19,7 @@ def test_missing_model_path_is_named():
 
 def test_cpu_tensor_parallel_threads_split_the_cores():
     """vLLM's CPU build runs tensor-parallel workers bound to "|"-separated core ranges."""
-    from actors.vllm_engine import cpu_thread_binds
+    from rrr.actors.vllm_engine import cpu_thread_binds
 
     assert cpu_thread_binds(2, 1) == ("0-1", 2)
     assert cpu_thread_binds(2, 2) == ("0|1", 1)
@@ -38,8 +38,8 @@ def test_vllm_failure_inside_the_actor_surfaces_as_engine_start_error(ray_local,
     raises EngineStartError carrying vLLM's message, never a hang."""
     import json
 
-    from actors.rollout_worker import RolloutFleet
-    from rrr.config import load_config
+    from rrr.actors.rollout_worker import RolloutFleet
+    from rrr.core.config import load_config
 
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["NoSuchModel"],
                                                       "model_type": "no_such_model"}))  # fmt: skip

@@ -11,12 +11,12 @@ import itertools
 import pytest
 from transformers import AutoTokenizer
 
-from actors.verifier_pool import LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import CONTEXT_OVERFLOW, EpisodeEngine, Failure
-from rrr.generation import GenRequest, Sample
-from rrr.tasks import get_task
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import CONTEXT_OVERFLOW, EpisodeEngine, Failure
+from rrr.core.generation import GenRequest, Sample
+from rrr.core.tasks import get_task
 
 ROWS = [{"nums": [1, 2, 3], "target": 6}, {"nums": [2, 5, 7], "target": 14}]
 SOLUTIONS = {6: r"\boxed{1+2+3}", 14: r"\boxed{2+5+7}"}

@@ -1,4 +1,4 @@
-"""Keyed evaluation noise on a real vLLM CPU engine (actors/crn_logits.py): a keyed request
+"""Keyed evaluation noise on a real vLLM CPU engine (rrr/actors/crn_logits.py): a keyed request
 samples the same tokens in any batch, beside training requests that keep vLLM's own sampling
 and log-probs, and its first token follows softmax(logits / T) of the model."""
 
@@ -8,8 +8,8 @@ import math
 
 import torch
 
-from rrr.crn import noise_key
-from rrr.generation import GenRequest
+from rrr.core.crn import noise_key
+from rrr.core.generation import GenRequest
 
 PROMPT = [1, 42, 77, 1337, 9, 2024, 31]
 OTHER = [1, 5, 6, 7, 8]

@@ -10,14 +10,14 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from actors.verifier_pool import LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import ConfigError, load_config
-from rrr.crn import noise_key
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import ConfigError, load_config
+from rrr.core.crn import noise_key
+from rrr.core.episodes import EpisodeEngine
+from rrr.core.generation import GenRequest, Sample
+from rrr.core.tasks import get_task
 from rrr.driver.evaluate import evaluate, load_eval_rows, run_placebo
-from rrr.episodes import EpisodeEngine
-from rrr.generation import GenRequest, Sample
-from rrr.tasks import get_task
 
 ROWS = [{"nums": [1, 2], "target": 3}, {"nums": [2, 5], "target": 7}, {"nums": [4, 4], "target": 8}]
 
@@ -155,7 +155,7 @@ def test_held_out_problems_are_distinct_and_the_universe_is_counted():
 
 
 def test_one_size_key_and_samples_need_sampling():
-    from rrr.config import ConfigError
+    from rrr.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"logging\.eval_size: removed; set data\.eval_limit"):
         load_config(None, ["logging.eval_size=64"])

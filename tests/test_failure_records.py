@@ -9,14 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from rrr.data_cursor import EpochSampler
+from rrr.core.data_cursor import EpochSampler
+from rrr.core.episodes import Failure, OnlineFirstAttempts
+from rrr.core.failure_data import failure_records
+from rrr.core.generation import Sample
+from rrr.core.tasks import get_task
 from rrr.driver.train import MAX_ONLINE_DRAWS, NoFailuresLeft, next_failures
-from rrr.episodes import Failure, OnlineFirstAttempts
-from rrr.failure_data import failure_records
-from rrr.generation import Sample
-from rrr.tasks import get_task
-from verifiers import Verdict
-from verifiers.verdict import VERIFIER_ERROR
+from rrr.verifiers import Verdict
+from rrr.verifiers.verdict import VERIFIER_ERROR
 
 TASK = get_task("countdown", "qwen")
 ROWS = [{"nums": [1, 2], "target": 3}, {"nums": [2, 2], "target": 4}, {"nums": [3, 1], "target": 4}]

@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
 def _group(model_path: str, gpus: float):
-    from learner.group import LearnerGroup
-    from rrr.config import LearnerConfig
+    from rrr.core.config import LearnerConfig
+    from rrr.learner.group import LearnerGroup
 
     cfg = LearnerConfig(backend="deepspeed", zero_stage=2, bf16=False, lr=3e-2,
                         lr_scheduler="constant", warmup_ratio=0.0, max_steps=5, kl_coef=0.0,
@@ -26,10 +26,10 @@ def test_deepspeed_optimizer_builds_and_steps_without_compiling(tiny_model_path,
     """bf16 DeepSpeed ZeRO-2 on the GPU builds torch's fused AdamW (on the device, or on the
     offloaded fp32 master weights in host memory) and takes two steps, with no op to compile.
     CPU twin: tests/test_learner.py::test_deepspeed_zero2_on_cpu_matches_the_torch_engine_..."""
-    from learner.packing import shard_batch
-    from learner.worker import LearnerWorker
-    from rrr.config import LearnerConfig
-    from rrr.train_batch import build_train_batch
+    from rrr.core.config import LearnerConfig
+    from rrr.core.train_batch import build_train_batch
+    from rrr.learner.packing import shard_batch
+    from rrr.learner.worker import LearnerWorker
     from tests.test_learner import _episodes
 
     cfg = LearnerConfig(backend="deepspeed", zero_stage=2, bf16=True, lr=1e-3,
@@ -51,9 +51,9 @@ def test_colocated_one_gpu_sync_gives_vllm_the_learners_weights(ray_local, tiny_
     """Learner and vLLM share one GPU (fractional Ray GPUs): the backend is object_store (NCCL
     cannot pair two ranks on one device); after a step, sleep/wake and a push, vLLM's
     log-probs (fp32) match the learner's."""
-    from actors.rollout_worker import RolloutWorker
-    from learner.weight_sync import ObjectStoreSync, make_weight_sync
-    from rrr.config import SyncConfig
+    from rrr.actors.rollout_worker import RolloutWorker
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import ObjectStoreSync, make_weight_sync
     from tests.test_sync import _step_sync_and_compare
 
     worker = RolloutWorker.options(num_gpus=0.4).remote(
@@ -78,9 +78,9 @@ def test_nccl_collective_sync_across_two_gpus(ray_local, tiny_model_path):
     """The collective backend over NCCL: learner rank 0 on one GPU, vLLM on another."""
     if torch.cuda.device_count() < 2:
         pytest.skip("NCCL between learner and vLLM needs 2 GPUs (one device cannot hold both)")
-    from actors.rollout_worker import RolloutWorker
-    from learner.weight_sync import CollectiveSync, make_weight_sync
-    from rrr.config import SyncConfig
+    from rrr.actors.rollout_worker import RolloutWorker
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import CollectiveSync, make_weight_sync
     from tests.test_sync import _step_sync_and_compare
 
     worker = RolloutWorker.options(num_gpus=1).remote(

@@ -1,4 +1,5 @@
-"""Tests for rrr.grpo: every formula is checked against a plain-Python loop re-implementation."""
+"""Tests for rrr.core.grpo: every formula is checked against a plain-Python loop
+re-implementation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from rrr.grpo import (
+from rrr.core.grpo import (
     LOSS_AGGREGATIONS,
     group_advantages,
     mask_stats,
@@ -379,7 +380,7 @@ def test_micro_batches_sum_to_full_batch(agg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# log-probs (rrr.grpo.gathered_logprobs, the learner's one kernel)
+# log-probs (rrr.core.grpo.gathered_logprobs, the learner's one kernel)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -412,7 +413,7 @@ def test_logprobs_gradient_flows() -> None:
 
 
 def test_shuffled_within_groups_keeps_each_groups_rewards_and_moves_them() -> None:
-    from rrr.grpo import shuffled_within_groups
+    from rrr.core.grpo import shuffled_within_groups
 
     rewards = [1.0, 0.0, 0.0, 0.0] * 8 + [0.0, 1.0, 1.0, 0.0]
     valid = [True] * 32 + [True, False, True, True]
@@ -432,7 +433,7 @@ def test_shuffled_within_groups_keeps_each_groups_rewards_and_moves_them() -> No
 def test_truncated_importance_weight_rescales_each_tokens_gradient() -> None:
     """learner.tis_cap: the clip is around the current policy (old=None) and each token's
     policy term is weighted by min(exp(current - behaviour), cap), detached."""
-    from rrr.grpo import policy_loss
+    from rrr.core.grpo import policy_loss
 
     torch.manual_seed(0)
     lp0 = torch.randn(3, 5) * 0.3 - 1.0

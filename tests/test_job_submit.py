@@ -76,7 +76,7 @@ def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -
     is too short for a checkpoint)."""
     import json
 
-    from learner import checkpoint as ckpt
+    from rrr.learner import checkpoint as ckpt
 
     address = f"http://127.0.0.1:{dash}"
     entrypoint = (

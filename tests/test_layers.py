@@ -1,10 +1,13 @@
 """The layering of the packages, read from the code itself (ast, nothing imported):
 
-    verifiers  <-  rrr core  <-  actors, learner  <-  rrr.driver
+    rrr.verifiers  <-  rrr.core  <-  rrr.actors, rrr.learner  <-  rrr.driver
+
+One folder under rrr/ per layer, so a picture of the folders is a picture of the layers.
 
 A module may import its own layer and the layers below it, never one above, and never a sibling
 package of its own layer (actors and learner meet only in the driver; what both need, such as
-the weight sync's wire protocol in rrr/weights/, sits in the core below them). The driver is the
+the weight sync's wire protocol in rrr/core/weights/, sits in the core below them). The driver is
+the
 only code that wires actors and learners together; a core module that reached up into it (as
 the trainer once reached into a command module) makes the packages import each other in a circle.
 """
@@ -16,13 +19,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Higher number = higher layer. `rrr.driver` is matched before the rest of `rrr`.
+# Higher number = higher layer; one folder under rrr/ each.
 LAYERS: list[tuple[str, int]] = [
-    ("verifiers", 0),
+    ("rrr.verifiers", 0),
+    ("rrr.core", 1),
+    ("rrr.actors", 2),
+    ("rrr.learner", 2),
     ("rrr.driver", 3),
-    ("rrr", 1),
-    ("actors", 2),
-    ("learner", 2),
 ]
 
 
@@ -78,33 +81,50 @@ def upward_imports(package_dirs: list[Path], root: Path = ROOT) -> list[str]:
 
 
 def test_no_module_imports_a_layer_above_it_or_a_sibling() -> None:
-    dirs = [ROOT / name for name in ("verifiers", "rrr", "actors", "learner")]
+    dirs = [ROOT / "rrr" / name.split(".")[1] for name, _ in LAYERS]
     bad = upward_imports(dirs)
     assert not bad, "imports that reach up a layer or across to a sibling:\n" + "\n".join(bad)
+
+
+def test_every_module_sits_in_a_layer_folder() -> None:
+    """The folders are the layers: no module beside them under rrr/ (rrr/__init__.py, which
+    imports nothing, aside), and no top-level package other than rrr."""
+    stray = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "rrr").glob("*.py")
+        if p.name != "__init__.py"
+    ]
+    assert not stray, f"modules outside the layer folders: {stray}"
+    assert imported_modules(ROOT / "rrr" / "__init__.py") == []
+    folders = {p.name for p in (ROOT / "rrr").iterdir() if (p / "__init__.py").exists()}
+    assert folders == {name.split(".")[1] for name, _ in LAYERS}
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The check is not vacuous: a core module importing the driver is caught, function-level
     and `from rrr import driver` forms included."""
-    fake = tmp_path / "rrr"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
-    (fake / "core.py").write_text(
+    core = tmp_path / "rrr" / "core"
+    core.mkdir(parents=True)
+    (core / "__init__.py").write_text("")
+    (core / "x.py").write_text(
         "def f():\n    from rrr.driver.train import train\n    from rrr import driver\n"
     )
-    bad = upward_imports([fake], root=tmp_path)
+    bad = upward_imports([core], root=tmp_path)
     assert bad == [
-        "rrr/core.py:2 imports rrr.driver.train",
-        "rrr/core.py:3 imports rrr.driver",
+        "rrr/core/x.py:2 imports rrr.driver.train",
+        "rrr/core/x.py:3 imports rrr.driver",
     ]
 
 
 def test_the_check_sees_a_sibling_import(tmp_path: Path) -> None:
-    """actors/ and learner/ share a layer: one importing the other is caught."""
+    """rrr.actors and rrr.learner share a layer: one importing the other is caught."""
     for name in ("actors", "learner"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / "actors" / "ext.py").write_text("def f():\n    from learner.buckets import x\n")
-    (tmp_path / "learner" / "w.py").write_text("import rrr.grpo\n")  # down a layer: fine
-    bad = upward_imports([tmp_path / "actors", tmp_path / "learner"], root=tmp_path)
-    assert bad == ["actors/ext.py:2 imports learner.buckets"]
+        (tmp_path / "rrr" / name).mkdir(parents=True)
+        (tmp_path / "rrr" / name / "__init__.py").write_text("")
+    (tmp_path / "rrr" / "actors" / "ext.py").write_text(
+        "def f():\n    from rrr.learner.buckets import x\n"
+    )
+    (tmp_path / "rrr" / "learner" / "w.py").write_text("import rrr.core.grpo\n")  # down: fine
+    dirs = [tmp_path / "rrr" / "actors", tmp_path / "rrr" / "learner"]
+    bad = upward_imports(dirs, root=tmp_path)
+    assert bad == ["rrr/actors/ext.py:2 imports rrr.learner.buckets"]

@@ -2,7 +2,8 @@
 
 Everything is the real component: vLLM samples, the verifier pool scores, group advantages on the
 reflection spans, the shared-prefix learner steps, the weights sync back. The task
-(rrr/tasks/brief.py) lets the reflection control the retry's reward, so a working pipeline raises
+(rrr/core/tasks/brief.py) lets the reflection control the retry's reward, so a working pipeline
+raises
 it within a few steps; a broken link (wrong mask, stale weights, advantages with the wrong sign)
 leaves it flat. Measured on one fixed set of held-out failures (eval.reuse_first_tries): the step-0
 model's failed first tries, reflected on and retried by the vanilla and the trained model.

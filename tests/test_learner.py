@@ -1,16 +1,17 @@
 """The learner: batch building and sharding (pure), one real GRPO step on the tiny model against
-the rrr.grpo formula, mask isolation, a real learning curve, and a 2-rank gloo group over Ray."""
+the rrr.core.grpo formula, mask isolation, a real learning curve, and a 2-rank gloo group over
+Ray."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from learner.packing import shard_batch
-from learner.worker import LearnerWorker
-from rrr.config import LearnerConfig
-from rrr.grpo import group_advantages, policy_loss, spans_to_mask
-from rrr.train_batch import TrainBatch, build_train_batch
+from rrr.core.config import LearnerConfig
+from rrr.core.grpo import group_advantages, policy_loss, spans_to_mask
+from rrr.core.train_batch import TrainBatch, build_train_batch
+from rrr.learner.packing import shard_batch
+from rrr.learner.worker import LearnerWorker
 from tests.helpers import next_token_logprobs
 
 
@@ -241,7 +242,7 @@ def test_two_rank_gloo_group_steps_and_resumes_bit_identically(
 ):
     """2 ranks over gloo: weights stay identical; save -> kill both actors -> a new group
     resumes and its next step's loss equals the uninterrupted run's bit for bit."""
-    from learner.group import LearnerGroup
+    from rrr.learner.group import LearnerGroup
 
     cfg = _cfg(num_learners=2, micro_batch_size=2)
     b1 = build_train_batch(*_episodes(n=8, seed=1), 4)
@@ -282,7 +283,7 @@ def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_
     """L=2 (DeepSpeed ZeRO-2 / ZeRO-3 over gloo) and L=1 take the same step on the same global
     batch: equal loss and grad norm, and equal updated weights (gathered through the manifest,
     every rank taking part)."""
-    from learner.group import LearnerGroup
+    from rrr.learner.group import LearnerGroup
 
     batch = build_train_batch(*_episodes(n=8, seed=3), 4)
     results = {}
@@ -315,9 +316,9 @@ def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(
     """DeepSpeed runs on this CPU (ZeRO-2; its first start JIT-builds a comm op): same losses
     and grad norms as the plain torch engine, and a bit-identical resume. The optimizer is
     torch's fused AdamW, offloaded or not (configs/single-gpu.yaml offloads): DeepSpeed's own
-    Adam ops would need a compiler at first use (learner/engines.py)."""
+    Adam ops would need a compiler at first use (rrr/learner/engines.py)."""
     pytest.importorskip("deepspeed")
-    from learner import checkpoint as ckpt
+    from rrr.learner import checkpoint as ckpt
 
     batches = [build_train_batch(*_episodes(n=8, seed=s), 4) for s in range(3)]
     torch_run = LearnerWorker(tiny_model_path, _cfg())
@@ -378,7 +379,7 @@ def test_old_logprobs_current_means_ratio_one(tiny_model_path, fixed_batch):
 
 
 def test_the_misnamed_recompute_key_fails_with_its_new_name():
-    from rrr.config import ConfigError, load_config
+    from rrr.core.config import ConfigError, load_config
 
     for value in ("true", "false"):
         with pytest.raises(ConfigError, match=r"renamed to learner\.old_logprobs"):

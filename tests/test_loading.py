@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rrr.tasks import get_task
-from rrr.tasks.countdown_gen import generate_problems
-from rrr.tasks.loading import DataError, DataSourceNotFound, load_rows, parse_gen_source
+from rrr.core.tasks import get_task
+from rrr.core.tasks.countdown_gen import generate_problems
+from rrr.core.tasks.loading import DataError, DataSourceNotFound, load_rows, parse_gen_source
 
 COUNTDOWN = get_task("countdown", "qwen")
 APIGEN = get_task("apigen", "qwen")

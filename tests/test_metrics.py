@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rrr.config import Config, LoggingConfig
-from rrr.metrics import (
+from rrr.core.config import Config, LoggingConfig
+from rrr.core.metrics import (
     LEGACY_NAMES,
     METRICS_FILE,
     NAMESPACES,

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from actors.verifier_pool import LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import load_config
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import load_config
+from rrr.core.episodes import EpisodeEngine
+from rrr.core.generation import GenRequest, Sample
+from rrr.core.metrics import JsonlSink
+from rrr.core.models import trained_provenance
+from rrr.core.tasks import get_task
 from rrr.driver import evaluate as evaluation
 from rrr.driver import paper_report as pr
 from rrr.driver.cli import main
-from rrr.episodes import EpisodeEngine
-from rrr.generation import GenRequest, Sample
-from rrr.metrics import JsonlSink
-from rrr.models import trained_provenance
-from rrr.tasks import get_task
 from tests import general_eval_run
 
 ROWS = [

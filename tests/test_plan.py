@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rrr.config import load_config
+from rrr.core.config import load_config
+from rrr.core.memory_budget import GIB, learner_budget
+from rrr.core.model_shapes import ModelShape, from_config, model_shape
+from rrr.core.placement import parse_cluster, place, sync_backend
 from rrr.driver.cli import main
-from rrr.memory_budget import GIB, learner_budget
-from rrr.model_shapes import ModelShape, from_config, model_shape
-from rrr.placement import parse_cluster, place, sync_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each preset and the cluster it is written for (its header comment says which).
@@ -116,7 +116,7 @@ def test_pack_puts_learners_together_and_colocation_picks_object_store() -> None
     assert [p.devices for p in placed if p.role != "verifier"] == [[(0, 0.6)], [(0, 0.4)]]
     assert sync_backend("auto", placed, gpu=True)[0] == "object_store"
     assert sync_backend("auto", place(load_config(None, []), parse_cluster("cpu")), False) == (
-        "collective", "gloo broadcast from learner rank 0")
+        "collective", "gloo broadcast from rrr.learner rank 0")
 
 
 def test_zero_stages_shard_what_they_should() -> None:
@@ -142,8 +142,8 @@ def test_oversize_buckets_size_the_sync_buffers(capsys: pytest.CaptureFixture) -
     """A 7B embedding (~1 GiB in bf16) travels alone, above sync.bucket_mb: the buffers on
     learner rank 0 (two pack buffers) and on every vLLM worker are sized by it, and counted in
     those GPUs' peaks (not in the other learner ranks')."""
-    from rrr.memory_budget import sync_buffer_bytes
-    from rrr.weights.wire import plan_buckets
+    from rrr.core.memory_budget import sync_buffer_bytes
+    from rrr.core.weights.wire import plan_buckets
 
     preset = ROOT / "configs/qwen2.5-7b-countdown-8xh100.yaml"
     cfg = load_config(preset, [])
@@ -168,9 +168,9 @@ def test_oversize_buckets_size_the_sync_buffers(capsys: pytest.CaptureFixture) -
 @pytest.mark.parametrize("offload", [False, True])
 def test_the_reference_budget_is_where_the_engine_puts_it(stage: int, offload: bool) -> None:
     """The plan counts the reference on the GPU exactly when the engine's reference config
-    keeps it there (learner/engines.py loads it under that config: a test in test_learner.py
+    keeps it there (rrr/learner/engines.py loads it under that config: a test in test_learner.py
     checks that zero.Init then partitions it to CPU memory)."""
-    from learner.engines import deepspeed_config
+    from rrr.learner.engines import deepspeed_config
 
     cfg = load_config(None, [f"learner.zero_stage={stage}", "learner.num_learners=4",
                              "learner.backend=deepspeed",

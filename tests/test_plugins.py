@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rrr.config import ConfigError, load_config
+from rrr.core.config import ConfigError, load_config
+from rrr.core.tasks import ApiGenTask, CountdownTask, TaskNotFound, get_task, installed_tasks
+from rrr.core.tasks.base import check_task_class
+from rrr.core.tasks.registry import task_class
 from rrr.driver.cli import main
-from rrr.tasks import ApiGenTask, CountdownTask, TaskNotFound, get_task, installed_tasks
-from rrr.tasks.base import check_task_class
-from rrr.tasks.registry import task_class
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rrr-reverse-task"
@@ -30,12 +30,12 @@ def test_rrrs_own_tasks_come_from_entry_points() -> None:
         assert tasks[name].distribution == "rrr"
         assert tasks[name].target == f"{cls.__module__}:{cls.__name__}"
         assert task_class(name) is cls
-    assert tasks["code"].target == "rrr.tasks.code:CodeTask"
+    assert tasks["code"].target == "rrr.core.tasks.code:CodeTask"
 
 
 def test_a_class_path_works_without_any_registration(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "my_tasks.py").write_text(textwrap.dedent("""
-        from rrr.tasks.countdown import CountdownTask
+        from rrr.core.tasks.countdown import CountdownTask
 
         class Harder(CountdownTask):
             name = "harder"
@@ -61,7 +61,7 @@ def test_bad_task_names_the_key(value: str, message: str) -> None:
 def test_a_class_that_will_not_load_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "broken_tasks.py").write_text(textwrap.dedent("""
         import threading
-        from rrr.tasks.countdown import CountdownTask
+        from rrr.core.tasks.countdown import CountdownTask
 
         class NoName:
             error_categories = ("x",)
@@ -131,8 +131,8 @@ def test_an_installed_plugin_is_listed_and_builds(installed_example: Path, monke
     out = capsys.readouterr().out
     assert "reverse  rrr_reverse_task:ReverseTask  [rrr-reverse-task]" in out
     assert "error categories: format, wrong_answer" in out
-    assert "countdown  rrr.tasks.countdown:CountdownTask  [rrr]" in out
+    assert "countdown  rrr.core.tasks.countdown:CountdownTask  [rrr]" in out
 
-    from rrr.tasks.loading import load_rows
+    from rrr.core.tasks.loading import load_rows
 
     assert len(load_rows(task, "reverse-words").rows) == 32  # the plugin's own source

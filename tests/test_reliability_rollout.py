@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from actors.rollout_worker import RolloutFleet, RolloutWorkerLost
-from rrr.config import load_config
-from rrr.generation import GenRequest
+from rrr.actors.rollout_worker import RolloutFleet, RolloutWorkerLost
+from rrr.core.config import load_config
+from rrr.core.generation import GenRequest
 from tests.helpers import actors_by_state, same_samples
 
 SEED = 1234

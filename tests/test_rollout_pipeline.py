@@ -19,7 +19,7 @@ from rrr.driver.rollout_pipeline import (
 
 
 class Stamps(list):
-    """A batch's sample versions, as rrr.episodes.EpisodeBatch.versions() reports them."""
+    """A batch's sample versions, as rrr.core.episodes.EpisodeBatch.versions() reports them."""
 
     def versions(self) -> set[int]:
         return set(self)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actors.rollout_worker import RolloutFleet
-from actors.verifier_pool import LocalVerifier
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import EpisodeEngine, Failure
-from rrr.generation import GenRequest
-from rrr.tasks import get_task
+from rrr.actors.rollout_worker import RolloutFleet
+from rrr.actors.verifier_pool import LocalVerifier
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import EpisodeEngine, Failure
+from rrr.core.generation import GenRequest
+from rrr.core.tasks import get_task
 from tests.helpers import hf_token_logprobs
 
 

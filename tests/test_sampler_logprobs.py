@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.worker import LearnerWorker
-from rrr.config import LearnerConfig
-from rrr.generation import GenRequest
-from rrr.train_batch import build_train_batch
+from rrr.core.config import LearnerConfig
+from rrr.core.generation import GenRequest
+from rrr.core.train_batch import build_train_batch
+from rrr.learner.worker import LearnerWorker
 
 PROMPT = [1, 42, 77, 1337, 9, 2024, 31]
 TOKENS = 16

@@ -9,7 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.layout import (
+from rrr.core.config import LearnerConfig
+from rrr.core.grpo import policy_loss
+from rrr.core.train_batch import TrainBatch, build_train_batch
+from rrr.learner.layout import (
     CONTEXT_SEGMENT,
     PAD_SEGMENT,
     block_attention_mask,
@@ -17,12 +20,9 @@ from learner.layout import (
     shared_row_lengths,
     unshared_layout,
 )
-from learner.logprobs import layout_logprobs, shared_prefix_unsupported
-from learner.packing import default_budget, pack_groups, shard_batch, shard_groups
-from learner.worker import LearnerWorker
-from rrr.config import LearnerConfig
-from rrr.grpo import policy_loss
-from rrr.train_batch import TrainBatch, build_train_batch
+from rrr.learner.logprobs import layout_logprobs, shared_prefix_unsupported
+from rrr.learner.packing import default_budget, pack_groups, shard_batch, shard_groups
+from rrr.learner.worker import LearnerWorker
 
 CPU = torch.device("cpu")
 LIMIT = 12  # episode.max_reflection_tokens of the synthetic episodes: a truncated reflection

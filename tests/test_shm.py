@@ -1,4 +1,4 @@
-"""/dev/shm's free space decides the object-store sync's transport (rrr/shm.py): a container's
+"""/dev/shm's free space decides the object-store sync's transport (rrr/core/shm.py): a container's
 64 MiB default cannot hold a push, so the sync falls back to Ray's object store, and a requested
 `shm` that cannot work fails naming the fix."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rrr.shm import SHM_DIR, choose_transport, free_bytes, tmpfs_dir_for
+from rrr.core.shm import SHM_DIR, choose_transport, free_bytes, tmpfs_dir_for
 
 MIB = 2**20
 SMOLLM2_FP32 = 540 * 10**6  # the embedded model's push, in bytes

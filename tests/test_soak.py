@@ -18,12 +18,12 @@ from typing import Any
 import psutil
 import ray
 
-from actors.rollout_worker import RolloutFleet
-from actors.verifier_pool import VERIFIER_ERROR, VerifierPool
-from rrr.chat import ChatRenderer
-from rrr.config import EpisodeConfig
-from rrr.episodes import CONTEXT_OVERFLOW, EpisodeEngine, Failure
-from rrr.tasks import get_task
+from rrr.actors.rollout_worker import RolloutFleet
+from rrr.actors.verifier_pool import VERIFIER_ERROR, VerifierPool
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import EpisodeConfig
+from rrr.core.episodes import CONTEXT_OVERFLOW, EpisodeEngine, Failure
+from rrr.core.tasks import get_task
 from tests.helpers import actors_by_state
 
 SOAK_S = float(os.environ.get("RRR_SOAK_S", "60"))

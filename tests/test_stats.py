@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from rrr.core.stats import binomial_two_sided_p, mcnemar, wilson_interval
 from rrr.driver.evaluate import paired_tests
-from rrr.stats import binomial_two_sided_p, mcnemar, wilson_interval
 
 
 def test_wilson_interval_matches_textbook_values() -> None:
@@ -68,7 +68,7 @@ def test_paired_tests_match_problems_by_key_and_occurrence() -> None:
 
 
 def test_t_distribution_matches_tables() -> None:
-    from rrr.stats import t_cdf, t_quantile, t_two_sided_p
+    from rrr.core.stats import t_cdf, t_quantile, t_two_sided_p
 
     # Reference values: R's pt / qt.
     assert t_two_sided_p(2.0, 10) == pytest.approx(0.07338803, abs=1e-7)
@@ -80,7 +80,7 @@ def test_t_distribution_matches_tables() -> None:
 
 
 def test_t_test_over_problems_and_its_degenerate_cases() -> None:
-    from rrr.stats import t_test
+    from rrr.core.stats import t_test
 
     t = t_test([0.5, 0.0, 1.0, 0.25, 0.75])
     assert t.mean == pytest.approx(0.5) and t.sd == pytest.approx(math.sqrt(0.15625))
@@ -92,7 +92,7 @@ def test_t_test_over_problems_and_its_degenerate_cases() -> None:
 
 
 def test_minimum_detectable_effect_and_samples_for_it() -> None:
-    from rrr.stats import (
+    from rrr.core.stats import (
         VarianceComponents,
         minimum_detectable_effect,
         samples_for_mde,
@@ -124,7 +124,7 @@ def test_minimum_detectable_effect_and_samples_for_it() -> None:
 
 
 def test_discordance_pairs_samples_by_index() -> None:
-    from rrr.stats import discordance
+    from rrr.core.stats import discordance
 
     assert discordance([[1, 0, 1], [0, 0]], [[1, 1, 1], [0, 1]]) == pytest.approx(2 / 5)
     assert discordance([], []) == 0.0
@@ -135,7 +135,7 @@ def test_placebo_false_positive_rate_is_near_alpha() -> None:
     paired t test over problems rejects about 5 % of the splits."""
     import random
 
-    from rrr.stats import placebo
+    from rrr.core.stats import placebo
 
     rng = random.Random(1)
     pools = []

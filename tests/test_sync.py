@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rrr.weights.wire import from_wire, pack_bucket, plan_buckets, to_wire, unpack_bucket
+from rrr.core.weights.wire import from_wire, pack_bucket, plan_buckets, to_wire, unpack_bucket
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -82,8 +82,8 @@ def tied_model_path(tmp_path_factory, smollm2_path) -> str:
 @pytest.fixture(scope="module")
 def tied_fleet(ray_local, tied_model_path):
     """Two real vLLM CPU engines on the tied model, as the trainer starts them."""
-    from actors.rollout_worker import RolloutFleet
-    from rrr.config import load_config
+    from rrr.actors.rollout_worker import RolloutFleet
+    from rrr.core.config import load_config
 
     cfg = load_config(None, [f"model.name_or_path={tied_model_path}", "model.max_model_len=1024",
                              "rollout.num_workers=2", "rollout.kv_cache_gib=1",
@@ -98,8 +98,8 @@ def tied_fleet(ray_local, tied_model_path):
 def test_collective_sync_gives_every_vllm_worker_the_learners_weights(
     ray_local, request, tiny_model_path, tied_model_path, case
 ):
-    from learner.weight_sync import CollectiveSync, make_weight_sync
-    from rrr.config import SyncConfig
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import CollectiveSync, make_weight_sync
 
     model, replicas, overrides = CASES[case]
     path = tied_model_path if model == "tied" else tiny_model_path
@@ -112,7 +112,7 @@ def test_collective_sync_gives_every_vllm_worker_the_learners_weights(
     sync = make_weight_sync(SyncConfig(backend="auto", bucket_mb=1), group, workers)
     try:
         assert isinstance(sync, CollectiveSync) and sync.group_backend == "gloo"
-        assert len(sync.plan) > 1  # several buckets even for the tiny model
+        assert sync.num_buckets > 1  # several buckets even for the tiny model
         assert sync.world_size == 1 + vllm_workers  # learner rank 0 + every vLLM worker
         _step_sync_and_compare(ray_local, workers, group, sync)
     finally:
@@ -126,8 +126,8 @@ def test_collective_sync_gives_every_vllm_worker_the_learners_weights(
 def test_object_store_sync_gives_the_rollout_worker_the_learners_weights(
     ray_local, rollout_worker, tiny_model_path, transport
 ):
-    from learner.weight_sync import ObjectStoreSync
-    from rrr.config import SyncConfig
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import ObjectStoreSync
 
     group = _learner_group(tiny_model_path)
     sync = ObjectStoreSync(SyncConfig(), transport=transport)
@@ -151,8 +151,8 @@ def test_killed_rollout_worker_rejoins_a_new_group_and_the_next_step_runs(
     worker (old and new) the learner's weights."""
     import ray
 
-    from learner.weight_sync import make_weight_sync
-    from rrr.config import SyncConfig
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import make_weight_sync
 
     group = _learner_group(tied_model_path)
     sync = make_weight_sync(SyncConfig(backend="collective", timeout_s=60), group, tied_fleet)
@@ -177,8 +177,8 @@ def test_killed_rollout_worker_rejoins_a_new_group_and_the_next_step_runs(
 
 
 def _learner_group(model_path: str, **overrides):
-    from learner.group import LearnerGroup
-    from rrr.config import LearnerConfig
+    from rrr.core.config import LearnerConfig
+    from rrr.learner.group import LearnerGroup
 
     cfg = LearnerConfig(
         lr=3e-2,
@@ -202,8 +202,8 @@ def _restore(ray_local, workers, model_path: str) -> None:
 def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     """Sample from every worker, check the learner agrees, take a high-lr step, push, sample
     again: each worker's new log-probs match the learner's (fp32, 2e-3) and have moved."""
-    from rrr.generation import GenRequest
-    from rrr.train_batch import build_train_batch
+    from rrr.core.generation import GenRequest
+    from rrr.core.train_batch import build_train_batch
 
     prompt = [1, 42, 77, 1337, 9, 2024, 31]
 
@@ -228,7 +228,7 @@ def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     assert timings.bytes > 0 and timings.total_s > 0
     time.sleep(1)  # worker stderr reaches its file asynchronously
     warned = _reload_warnings(ray_local, marks)
-    assert not warned, f"vLLM warned on reload (actors/worker_extension.py): {warned[:3]}"
+    assert not warned, f"vLLM warned on reload (rrr/actors/worker_extension.py): {warned[:3]}"
     for worker in workers:
         ids1, vllm1 = sample(worker)
         after = learner_logprobs(ids1)
@@ -259,7 +259,7 @@ def test_expected_reload_warnings_are_dropped_and_others_kept() -> None:
     that did not load (the stale-tied-head bug) still shows."""
     import logging
 
-    from actors.worker_extension import RELOAD_LOGGER, RELOAD_WARNING, ExpectedReloadWarnings
+    from rrr.actors.worker_extension import RELOAD_LOGGER, RELOAD_WARNING, ExpectedReloadWarnings
 
     def record(layer: str) -> logging.LogRecord:
         return logging.LogRecord(RELOAD_LOGGER, logging.WARNING, "", 0, RELOAD_WARNING,
@@ -274,7 +274,7 @@ def test_expected_reload_warnings_are_dropped_and_others_kept() -> None:
 
 
 def test_aliases_follow_the_weight_they_share() -> None:
-    from actors.worker_extension import with_aliases
+    from rrr.actors.worker_extension import with_aliases
 
     weights = [("model.embed_tokens.weight", 1), ("model.norm.weight", 2)]
     got = list(with_aliases(iter(weights), {"lm_head.weight": "model.embed_tokens.weight"}))
@@ -291,7 +291,7 @@ def test_leaving_a_sync_group_destroys_it(monkeypatch) -> None:
     the communicator, so a dead peer cannot hang a reconnect or exit); None is a no-op."""
     import vllm.distributed.utils as vllm_dist
 
-    from rrr.weights.group import init_group, leave_group
+    from rrr.core.weights.group import init_group, leave_group
     from tests.helpers import free_port
 
     destroyed = []

@@ -1,4 +1,4 @@
-"""The collective receiver against vLLM's layerwise reload (actors/worker_extension.py).
+"""The collective receiver against vLLM's layerwise reload (rrr/actors/worker_extension.py).
 
 vLLM 0.32's in-place reload keeps the tensors it is given until a whole layer has arrived
 (q, k and v make one `qkv_proj`), or until its final pass (a vocabulary that vLLM pads is never
@@ -34,7 +34,7 @@ def odd_vocab_model(tmp_path_factory, smollm2_path) -> str:
 
 @pytest.fixture(scope="module")
 def odd_vocab_worker(ray_local, odd_vocab_model):
-    from actors.rollout_worker import RolloutWorker
+    from rrr.actors.rollout_worker import RolloutWorker
 
     worker = RolloutWorker.options(num_cpus=1).remote(
         model_path=odd_vocab_model, max_model_len=1024, kv_cache_gib=1, seed=0
@@ -63,28 +63,31 @@ def _perturbed(model_path: str, out: Path) -> tuple[str, list[tuple[str, torch.T
 def test_one_layer_over_three_buckets_and_a_padded_vocab_load_what_was_sent(
     ray_local, odd_vocab_worker, odd_vocab_model, tmp_path
 ):
-    from learner.sync_sender import WeightSender
-    from rrr.generation import GenRequest
-    from rrr.weights.wire import plan_buckets, to_wire
+    from rrr.core.generation import GenRequest
+    from rrr.learner.manifest import WeightEntry, WeightManifest
+    from rrr.learner.sync_sender import WeightSender
     from tests.helpers import free_port, hf_token_logprobs
 
     new_path, weights = _perturbed(odd_vocab_model, tmp_path / "new")
     aliases = {"lm_head.weight": "model.embed_tokens.weight"}
     # 1 byte: every tensor travels alone, so q, k and v of one layer fill three buckets and
     # the embedding (loaded in the final pass) waits while every later bucket arrives.
-    plan = to_wire(plan_buckets([(n, t.dtype, tuple(t.shape)) for n, t in weights], 1))
+    sender = WeightSender(0, torch.device("cpu"))
+    manifest = WeightManifest(
+        tuple(WeightEntry(n, "", n, "float32", tuple(t.shape)) for n, t in weights), aliases
+    )
+    plan = sender.prepare(manifest, 1, "float32")
     assert len(plan) == len(weights) > 6
 
     port = free_port()
-    join = odd_vocab_worker.sync_join.remote("127.0.0.1", port, 1, 2, 60.0)
-    sender = WeightSender(0, torch.device("cpu"))
+    join = odd_vocab_worker.sync_join.remote("127.0.0.1", port, 1, 2, 60.0, plan, aliases)
     joined = threading.Thread(target=sender.join, args=("127.0.0.1", port, 2, 60.0))
     joined.start()
     ray_local.get(join, timeout=120)
     joined.join(timeout=120)
     try:
-        received = odd_vocab_worker.sync_receive.remote(plan, aliases)
-        sender.broadcast(iter(weights), plan)
+        received = odd_vocab_worker.sync_receive.remote()
+        sender.broadcast(iter(weights))
         assert ray_local.get(received, timeout=120) == len(weights) + 1  # + the tied head
     finally:
         ray_local.get(odd_vocab_worker.sync_close.remote(), timeout=60)

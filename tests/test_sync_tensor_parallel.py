@@ -9,9 +9,9 @@ from tests.test_sync import _learner_group, _restore, _step_sync_and_compare
 
 
 def test_collective_sync_reaches_both_tensor_parallel_workers(ray_local, tiny_model_path):
-    from actors.rollout_worker import RolloutWorker
-    from learner.weight_sync import CollectiveSync, make_weight_sync
-    from rrr.config import SyncConfig
+    from rrr.actors.rollout_worker import RolloutWorker
+    from rrr.core.config import SyncConfig
+    from rrr.learner.weight_sync import CollectiveSync, make_weight_sync
 
     worker = RolloutWorker.options(num_cpus=1).remote(
         model_path=tiny_model_path, max_model_len=1024, kv_cache_gib=1, seed=0,

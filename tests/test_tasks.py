@@ -6,12 +6,19 @@ import json
 
 import pytest
 
-import verifiers.apigen
-import verifiers.countdown
-from rrr.tasks import ApiGenTask, CountdownTask, RowError, detect_family, get_task, installed_tasks
-from rrr.tasks import apigen as ag
-from rrr.tasks import countdown as cd
-from rrr.tasks import countdown_gen as cdg
+import rrr.verifiers.apigen
+import rrr.verifiers.countdown
+from rrr.core.tasks import (
+    ApiGenTask,
+    CountdownTask,
+    RowError,
+    detect_family,
+    get_task,
+    installed_tasks,
+)
+from rrr.core.tasks import apigen as ag
+from rrr.core.tasks import countdown as cd
+from rrr.core.tasks import countdown_gen as cdg
 
 TOOLS = [
     {
@@ -253,8 +260,8 @@ def test_error_categories_match_verifiers_in_paper_table_order() -> None:
     # Table 5 columns, Table 4 columns.
     assert CountdownTask.error_categories == ("invalid_equation", "wrong_numbers", "missed_target")
     assert ApiGenTask.error_categories == ("tool_choice", "parameters", "format")
-    assert set(CountdownTask.error_categories) == set(verifiers.countdown.ERRORS)
-    assert set(ApiGenTask.error_categories) == set(verifiers.apigen.ERRORS)
+    assert set(CountdownTask.error_categories) == set(rrr.verifiers.countdown.ERRORS)
+    assert set(ApiGenTask.error_categories) == set(rrr.verifiers.apigen.ERRORS)
 
 
 # --- validation, keys, verify ---------------------------------------------------------------

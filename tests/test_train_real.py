@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rrr.core.metrics import NAMESPACES
 from rrr.driver.cli import main
-from rrr.metrics import NAMESPACES
 from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_stop_requested_on_sigint_and_sigterm_then_second_signal_interrupts():
 
 
 def test_eval_due_every_m_steps_at_the_last_and_optionally_at_start():
-    from rrr.config import load_config
+    from rrr.core.config import load_config
     from rrr.driver.train import eval_due
 
     cfg = load_config(None, ["logging.eval_every=3", "learner.max_steps=7"])

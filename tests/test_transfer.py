@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rrr.core.models import trained_provenance
 from rrr.driver import paper_report as pr
-from rrr.models import trained_provenance
 
 
 def _result(path: Path, task: str, model: str, first: float, second: float,

@@ -12,8 +12,8 @@ import time
 import pytest
 import ray
 
-from actors.verifier_pool import VERIFIER_ERROR, VerifierPool
-from rrr.tasks.countdown import CountdownTask
+from rrr.actors.verifier_pool import VERIFIER_ERROR, VerifierPool
+from rrr.core.tasks.countdown import CountdownTask
 
 
 class FaultyCountdown(CountdownTask):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from verifiers.apigen import FORMAT, PARAMETERS, RESPONSE_CAP, TOOL_CHOICE, verify
+from rrr.verifiers.apigen import FORMAT, PARAMETERS, RESPONSE_CAP, TOOL_CHOICE, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "data"  # the bundled samples (data/SOURCES.md); never outside the repo

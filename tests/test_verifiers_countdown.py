@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rrr.tasks.countdown_gen import solve
-from verifiers import Verdict
-from verifiers.countdown import INVALID_EQUATION, MISSED_TARGET, WRONG_NUMBERS, verify
+from rrr.core.tasks.countdown_gen import solve
+from rrr.verifiers import Verdict
+from rrr.verifiers.countdown import INVALID_EQUATION, MISSED_TARGET, WRONG_NUMBERS, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "data"  # the bundled samples (data/SOURCES.md); never outside the repo

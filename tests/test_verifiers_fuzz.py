@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from rrr.tasks.countdown_gen import solve
-from verifiers import Verdict, apigen, countdown
+from rrr.core.tasks.countdown_gen import solve
+from rrr.verifiers import Verdict, apigen, countdown
 
 # A bound on each hostile input, not a speed goal (bench/verifier_speed.py measures speed): the
 # inputs take milliseconds, while what they probe for (catastrophic regex backtracking, quadratic
@@ -180,7 +180,7 @@ def test_parser_matches_reference_semantics(tree: Tree, minimal: bool) -> None:
 @settings(max_examples=60, deadline=None, database=None)
 @given(st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=4), st.integers(0, 60))
 def test_solve_agrees_with_verify(nums: list[int], target: int) -> None:
-    # The generator's solver (rrr.tasks.countdown_gen) writes equations the verifier accepts.
+    # The generator's solver (rrr.core.tasks.countdown_gen) writes equations the verifier accepts.
     equation = solve(nums, target)
     if equation is not None:
         assert countdown.verify(f"\\boxed{{{equation}}}", nums, target).correct
@@ -523,8 +523,8 @@ def test_hostile_inputs_through_the_verifier_pool(ray_local) -> None:
     """Pickling to actors and back must survive what the pure functions survive (lone
     surrogates, NUL, megabytes), and the actors must return the same verdicts in bounded time:
     any item over the pool's deadline would come back as verifier_error."""
-    from actors.verifier_pool import VERIFIER_ERROR, VerifierPool
-    from rrr.tasks import get_task
+    from rrr.actors.verifier_pool import VERIFIER_ERROR, VerifierPool
+    from rrr.core.tasks import get_task
 
     cases: list[tuple[Any, dict[str, Any], str, Verdict]] = []
     cd_row = {"nums": [1, 2, 3, 7], "target": 42}

@@ -36,12 +36,12 @@ def main(model_path: str) -> int:
     from ray.cluster_utils import Cluster
     from ray.util.placement_group import placement_group
 
-    from actors.rollout_worker import RolloutWorker
-    from learner.group import LearnerGroup
-    from learner.weight_sync import CollectiveSync, ObjectStoreSync, make_weight_sync
-    from rrr.config import LearnerConfig, SyncConfig
-    from rrr.generation import GenRequest
-    from rrr.train_batch import build_train_batch
+    from rrr.actors.rollout_worker import RolloutWorker
+    from rrr.core.config import LearnerConfig, SyncConfig
+    from rrr.core.generation import GenRequest
+    from rrr.core.train_batch import build_train_batch
+    from rrr.learner.group import LearnerGroup
+    from rrr.learner.weight_sync import CollectiveSync, ObjectStoreSync, make_weight_sync
 
     head = {**node_args(3, "node_a"), "gcs_server_port": free_port()}
     cluster = Cluster(initialize_head=True, head_node_args=head)

@@ -2,7 +2,7 @@
 (prefix caching shares each prompt across its K samples), verify them, and keep the queries the
 model fails ("any" of K failed, the paper's rule, or "all" of K).
 
-Writes parquet shards plus manifest.json into --out (schema: rrr/failure_data.py). Sharded and
+Writes parquet shards plus manifest.json into --out (schema: rrr/core/failure_data.py). Sharded and
 resumable: rerunning the same command skips finished shards; a crash loses at most one shard.
 
   rrr build-failures --config configs/smoke-cpu.yaml --out runs/failures \\
@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 log = logging.getLogger("rrr.build_failures")
 
@@ -42,9 +42,9 @@ def build_failures(cfg: Config, out: Path, stack: Any = None) -> dict[str, Any]:
     `stack` lets a caller that already runs a generation stack (the trainer, tests) reuse it;
     when every shard is already done, no engine is started at all.
     """
-    from rrr import failure_data as fd
+    from rrr.core import failure_data as fd
+    from rrr.core.tasks.loading import load_rows
     from rrr.driver.stack import generation_stack, load_model, load_task
-    from rrr.tasks.loading import load_rows
 
     f = cfg.failures
     task = stack.task if stack is not None else load_task(cfg)
@@ -107,7 +107,7 @@ def _run_shards(
 ) -> None:
     from tqdm import tqdm
 
-    from rrr import failure_data as fd
+    from rrr.core import failure_data as fd
 
     total = sum(len(s) for s in shards)
     bar = tqdm(total=total, desc="build-failures", unit="q", disable=not cfg.logging.progress)
@@ -126,7 +126,7 @@ def _run_shards(
 
 def _failures_of(cfg: Config, stack: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sample K per query (one generate call for the shard) and keep the failing queries."""
-    from rrr import failure_data as fd
+    from rrr.core import failure_data as fd
 
     f = cfg.failures
     samples, verdicts, _ = stack.engine.first_attempts(

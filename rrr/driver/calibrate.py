@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 log = logging.getLogger("rrr.calibrate")
 
@@ -38,12 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     import torch
 
-    from rrr import failure_data as fd
+    from rrr.core import failure_data as fd
+    from rrr.core.episodes import Failure
+    from rrr.core.tasks.loading import load_rows
+    from rrr.core.train_batch import valid_group_advantages
     from rrr.driver.evaluate import evaluate
     from rrr.driver.stack import generation_stack
-    from rrr.episodes import Failure
-    from rrr.tasks.loading import load_rows
-    from rrr.train_batch import valid_group_advantages
 
     f = cfg.failures
     out: dict[str, Any] = {"model": cfg.model.name_or_path, "source": cfg.data.source}
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if batch is not None:
             m = batch.metrics()
             # The trainer's statistics: episodes without a reward (verifier error, context
-            # overflow) leave their group, as in rrr.train_batch.build_train_batch.
+            # overflow) leave their group, as in rrr.core.train_batch.build_train_batch.
             adv, _ = valid_group_advantages(
                 torch.tensor(batch.rewards(), dtype=torch.float32),
                 torch.tensor([ep.trainable for ep in batch.episodes], dtype=torch.bool),

@@ -12,8 +12,8 @@ import logging
 import sys
 import textwrap
 
-from rrr.config import ConfigError, describe, load_config
-from rrr.errors import RRRError
+from rrr.core.config import ConfigError, describe, load_config
+from rrr.core.errors import RRRError
 
 # name -> (module with add_arguments(parser) and run(args, cfg) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 log = logging.getLogger("rrr.eval_general")
 

@@ -21,12 +21,12 @@ One procedure for every evaluation (this one, and the periodic one inside `rrr t
   reflection and retry (paper section 3: successful first tries are left alone). A sample
   counts as solved on the second try if its first try was correct or its retry is;
 - at eval.temperature > 0 every sample's noise is keyed on (eval.seed, problem, sample index,
-  stage, position, token) (rrr/crn.py), never on the engine's random stream: the same weights
+  stage, position, token) (rrr/core/crn.py), never on the engine's random stream: the same weights
   give the same outcomes wherever they are evaluated, and two models evaluated with one seed
   share their noise (common random numbers), which is what makes the paired test sharp.
 
 Accuracies are over all n x k samples (= the mean of per-problem rates); intervals and tests
-treat the problem as the unit (rrr/stats.py). Error shares are over all samples, as in
+treat the problem as the unit (rrr/core/stats.py). Error shares are over all samples, as in
 Tables 4/5.
 """
 
@@ -42,10 +42,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config, ConfigError
-from rrr.crn import EvalNoise
-from rrr.episodes import EpisodeEngine, Failure
-from rrr.stats import (
+from rrr.core.config import Config, ConfigError
+from rrr.core.crn import EvalNoise
+from rrr.core.episodes import EpisodeEngine, Failure
+from rrr.core.stats import (
     discordance,
     minimum_detectable_effect,
     placebo,
@@ -53,8 +53,8 @@ from rrr.stats import (
     t_test,
     variance_components,
 )
-from rrr.tasks.base import Task
-from verifiers import Verdict
+from rrr.core.tasks.base import Task
+from rrr.verifiers import Verdict
 
 log = logging.getLogger("rrr.eval")
 
@@ -64,7 +64,7 @@ TARGET_MDE = 0.03
 
 def load_eval_rows(cfg: Config, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The held-out problems (distinct, at most data.eval_limit) and what the source held."""
-    from rrr.tasks.loading import load_rows, source_universe
+    from rrr.core.tasks.loading import load_rows, source_universe
 
     source = cfg.data.eval_source or cfg.data.source
     split = cfg.data.eval_split if cfg.data.eval_source else cfg.data.split
@@ -211,7 +211,7 @@ def evaluate(
         "per_query": per_query,
         "temperature": e.temperature,
         "eval_seed": e.seed,
-        # "keyed": common random numbers (rrr/crn.py); "greedy": no noise at all.
+        # "keyed": common random numbers (rrr/core/crn.py); "greedy": no noise at all.
         "noise": "keyed" if noise else "greedy",
         "first_tries": "sampled" if first_tries_from is None else "reused",
         "seconds": round(time.perf_counter() - t0, 2),
@@ -502,7 +502,7 @@ def run_placebo(results: dict[str, Any], k: int, splits: int, seed: int = 0) -> 
     """The paired test's false-positive rate, model vs itself, from an evaluation that drew
     >= 2k samples per problem (each with its own keyed noise: independent draws). Every split
     assigns each problem's samples at random to two disjoint k-sample runs A and B
-    (rrr.stats.placebo), i.e. two evaluations of one model under different noise; the share of
+    (rrr.core.stats.placebo), i.e. two evaluations of one model under different noise; the share of
     splits with p < 0.05 should be near 5 %."""
     out: dict[str, Any] = {"model": results["model"], "num_queries": results["num_queries"],
                            "k": k, "pool": results.get("samples_per_problem", 1),
@@ -604,8 +604,8 @@ def evaluate_model(
     cfg: Config, samples: int | None = None, first_tries_from: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Start the generation stack, evaluate cfg.model on the held-out problems, tear down."""
+    from rrr.core.models import trained_provenance
     from rrr.driver.stack import generation_stack
-    from rrr.models import trained_provenance
 
     with generation_stack(cfg) as stack:
         rows, info = load_eval_rows(cfg, stack.task)

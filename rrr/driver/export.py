@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 log = logging.getLogger("rrr.export")
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    from learner import checkpoint as ckpt
+    from rrr.learner import checkpoint as ckpt
 
     try:
         path = ckpt.resolve(args.source)
@@ -76,6 +76,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 def _copy_tokenizer(cfg: Config, out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from rrr.models import resolve_model
+    from rrr.core.models import resolve_model
 
     AutoTokenizer.from_pretrained(resolve_model(cfg.model.name_or_path)).save_pretrained(out)

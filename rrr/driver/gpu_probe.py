@@ -12,8 +12,8 @@ Fatal (the run cannot work):
                     first use with the system compiler against the Python headers
 Warnings (the run works, slower or with a fallback):
   /dev/shm          under 1 GiB: NCCL's intra-node transport and Ray's object store run short,
-                    and the object-store weight sync falls back from /dev/shm (rrr/shm.py)
-Facts (nothing rrr needs since the optimizer is torch's own AdamW, learner/engines.py):
+                    and the object-store weight sync falls back from /dev/shm (rrr/core/shm.py)
+Facts (nothing rrr needs since the optimizer is torch's own AdamW, rrr/learner/engines.py):
   ninja, nvcc, CUDA_HOME   what a DeepSpeed op build would need
 """
 
@@ -28,7 +28,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-from rrr.shm import SHM_DIR, SHM_FIX, free_bytes
+from rrr.core.shm import SHM_DIR, SHM_FIX, free_bytes
 
 SHM_WARN_BYTES = 1 << 30
 SMI_TIMEOUT_S = 30

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe_tasks() -> list[str]:
     """One block per installed task, in name order."""
-    from rrr.tasks.registry import installed_tasks, task_class
+    from rrr.core.tasks.registry import installed_tasks, task_class
 
     lines = []
     for name, info in installed_tasks().items():

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rrr.errors import RRRError
+from rrr.core.errors import RRRError
 
 log = logging.getLogger("rrr.driver.lm_eval_harness")
 
@@ -29,7 +29,7 @@ PAPER_NAMES: dict[str, str] = {
     "minerva_math": "MATH",
 }
 # Tasks shipped with rrr (YAML over a JSONL, package data): offline smoke runs and tests.
-LOCAL_TASKS_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"  # rrr/lm_eval_tasks
+LOCAL_TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"  # rrr/driver/lm_eval_tasks
 LOCAL_TASKS: tuple[str, ...] = ("rrr_local_arith", "rrr_local_arith_gen")
 # The paper calls < 1 % degradation "minimal catastrophic forgetting" (section 5.2).
 DEFAULT_DROP_THRESHOLD = 1.0  # percentage points
@@ -238,18 +238,18 @@ class EvalModel:
     spec: str  # as given on the command line
     path: str  # HF dir or hub id handed to lm-eval as `pretrained`
     tokenizer: str  # usually == path; a base model's when a checkpoint carries none
-    trained: dict[str, Any] | None  # rrr.models.trained_provenance, None for vanilla
+    trained: dict[str, Any] | None  # rrr.core.models.trained_provenance, None for vanilla
 
 
 def resolve_eval_model(spec: str, base_model: str) -> EvalModel:
     """A HF dir, a hub id, the embedded `smollm2-135m`, an `rrr export` output, or a training
     run / checkpoint directory (its newest valid checkpoint's policy/ is loaded in place, no
     export needed). `base_model` gives the tokenizer for checkpoints saved without one."""
-    from rrr.models import ModelError, resolve_model, trained_provenance
+    from rrr.core.models import ModelError, resolve_model, trained_provenance
 
     path = Path(spec).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
-        from learner import checkpoint as ckpt
+        from rrr.learner import checkpoint as ckpt
 
         try:
             found = ckpt.resolve(path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 log = logging.getLogger("rrr.driver.paper_report")
 
@@ -126,7 +126,7 @@ def classify(results: dict[str, Any], explicit: str | None = None) -> tuple[str,
         if info is None:
             return "vanilla", "recorded by rrr eval (not an rrr-trained model)"
         return "trained", f"recorded by rrr eval (step {info.get('step')})"
-    from rrr.models import trained_provenance
+    from rrr.core.models import trained_provenance
 
     info = trained_provenance(results.get("model", ""))
     if info is not None:
@@ -139,7 +139,7 @@ def _model_key(name: str | None) -> str | None:
     """A comparable name for a model: aliases lowercased, existing paths resolved."""
     if not name:
         return None
-    from rrr.models import EMBEDDED_ALIASES
+    from rrr.core.models import EMBEDDED_ALIASES
 
     if name.lower() in EMBEDDED_ALIASES:
         return "smollm2-135m"
@@ -269,7 +269,7 @@ def error_section(task: str, pairs: list[tuple[Source | None, Source | None]]) -
     if not pairs:
         return [*lines, missing(_eval_hint(task)), ""]
     try:
-        from rrr.tasks import task_class
+        from rrr.core.tasks import task_class
 
         cats = list(task_class(task).error_categories)
     except ValueError:  # a task no longer installed: its categories come from the results

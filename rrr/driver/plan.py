@@ -17,8 +17,8 @@ import argparse
 import os
 import sys
 
-from rrr.config import Config
-from rrr.memory_budget import (
+from rrr.core.config import Config
+from rrr.core.memory_budget import (
     GIB,
     VLLM_SLEEPING_GIB,
     Budget,
@@ -27,8 +27,8 @@ from rrr.memory_budget import (
     sync_buffer_bytes,
     vllm_budget,
 )
-from rrr.model_shapes import ModelShapeError, model_shape
-from rrr.placement import (
+from rrr.core.model_shapes import ModelShapeError, model_shape
+from rrr.core.placement import (
     PlacementError,
     colocated_bundles,
     parse_cluster,
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def plan_lines(cfg: Config, cluster, shape) -> list[str]:
     """The plan as text; raises PlacementError on a config the cluster cannot run."""
-    from rrr.weights.wire import plan_buckets  # torch: imported only when planning
+    from rrr.core.weights.wire import plan_buckets  # torch: imported only when planning
 
     if cfg.cluster.colocate:
         colocated_bundles(cfg)  # the pairing the driver's placement group needs
@@ -114,7 +114,7 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
 
 
 def check_model_fits(cfg: Config, shape) -> None:
-    from rrr.placement import PlacementError
+    from rrr.core.placement import PlacementError
 
     tp = cfg.rollout.tensor_parallel_size
     if shape.heads % tp or (shape.kv_heads % tp and tp % shape.kv_heads):
@@ -135,7 +135,7 @@ def memory_lines(
 ) -> list[str]:
     """Every GPU's budget; `sync_bytes`: the collective sync's buffers (learner rank 0, each
     vLLM worker), allocated outside vLLM's gpu_memory_utilization share."""
-    from rrr.placement import PlacementError
+    from rrr.core.placement import PlacementError
 
     if not gpu:
         b = learner_budget(cfg, shape, gpu=False)
@@ -145,7 +145,7 @@ def memory_lines(
             f"(float32), plus each vLLM engine's rollout.kv_cache_gib={cfg.rollout.kv_cache_gib}",
         ]
     mem = cluster.gpu_mem_gib
-    out = ["", f"memory per GPU (GiB of {mem:g}; estimates, rrr/memory_budget.py)"]
+    out = ["", f"memory per GPU (GiB of {mem:g}; estimates, rrr/core/memory_budget.py)"]
     on_device: dict[tuple[str, int], list[Budget]] = {}
     for p in placed:
         if not p.devices:

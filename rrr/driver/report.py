@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 # (panel title, metric keys drawn in it); a panel is drawn when any of its keys was logged.
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_history(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Rows of metrics.jsonl merged per step (the driver may log one step in several calls;
     later lines win), sorted by step, and the number of malformed lines skipped."""
-    from rrr.metrics import read_jsonl_records
+    from rrr.core.metrics import read_jsonl_records
 
     records, bad = read_jsonl_records(path)
     by_step: dict[int, dict[str, Any]] = {}

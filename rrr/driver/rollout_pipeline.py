@@ -11,7 +11,7 @@ A rollout is started early only when its staleness at training time stays <= N; 
 in flight at a time (the fleet is one pipeline; generating two batches at once would only split
 it), and the fleet's weights change only between rollouts (`idle` before every push), so every
 batch, and every group in it, is sampled by one version. The samples carry the version the
-engine that drew them held (rrr.generation.Sample.version); `take` checks every part of every
+engine that drew them held (rrr.core.generation.Sample.version); `take` checks every part of every
 episode against the version the batch should have, and refuses a batch that mixes versions.
 
 A rollout worker that dies mid-rollout is replaced by the fleet. When the learner's weights are
@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rrr.errors import RRRError
+from rrr.core.errors import RRRError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class VersionMixError(RRRError, RuntimeError):
 
 class Stamped(Protocol):
     def versions(self) -> set[int]:
-        """The policy versions that sampled the batch's parts (rrr.episodes.EpisodeBatch)."""
+        """The policy versions that sampled the batch's parts (rrr.core.episodes.EpisodeBatch)."""
         ...
 
 
@@ -62,7 +62,7 @@ class Rollout:
 
     step: int  # the learner step that trains it
     version: int  # learner updates in the weights that sampled it (checked on every sample)
-    episodes: Stamped  # rrr.episodes.EpisodeBatch
+    episodes: Stamped  # rrr.core.episodes.EpisodeBatch
     first_metrics: dict[str, float]
     cursor: dict[str, Any]  # the data cursor right after this rollout's draw
     started: float  # time.perf_counter() at start and end

@@ -10,7 +10,7 @@ import argparse
 
 import yaml
 
-from rrr.config import Config
+from rrr.core.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from rrr.chat import ChatRenderer
-from rrr.config import Config, ConfigError
-from rrr.episodes import EpisodeEngine
-from rrr.errors import RRRError
-from rrr.models import ModelError, resolve_model
-from rrr.placement import VERIFIER_CPUS, colocated_bundles, required
-from rrr.tasks import TaskNotFound, detect_family, get_task
-from rrr.tasks.base import Task
+from rrr.core.chat import ChatRenderer
+from rrr.core.config import Config, ConfigError
+from rrr.core.episodes import EpisodeEngine
+from rrr.core.errors import RRRError
+from rrr.core.models import ModelError, resolve_model
+from rrr.core.placement import VERIFIER_CPUS, colocated_bundles, required
+from rrr.core.tasks import TaskNotFound, detect_family, get_task
+from rrr.core.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,8 @@ class Stack:
     model_path: str
     task: Task
     renderer: ChatRenderer
-    fleet: Any  # actors.rollout_worker.RolloutFleet
-    verifier: Any  # actors.verifier_pool.VerifierPool
+    fleet: Any  # rrr.actors.rollout_worker.RolloutFleet
+    verifier: Any  # rrr.actors.verifier_pool.VerifierPool
     engine: EpisodeEngine
     # cluster.colocate: bundle i holds rollout worker i and learner rank i (None otherwise).
     placement_group: Any = None
@@ -206,8 +206,8 @@ def colocated_placement_group(cfg: Config, timeout_s: float = 900) -> Any:
 @contextmanager
 def generation_stack(cfg: Config):
     """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after."""
-    from actors.rollout_worker import RolloutFleet
-    from actors.verifier_pool import VerifierPool
+    from rrr.actors.rollout_worker import RolloutFleet
+    from rrr.actors.verifier_pool import VerifierPool
 
     model_path, renderer = load_model(cfg)
     task = load_task(cfg)

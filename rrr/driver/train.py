@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from rrr.config import Config, save_config
-from rrr.data_cursor import EpochSampler
+from rrr.core.config import Config, save_config
+from rrr.core.data_cursor import EpochSampler
+from rrr.core.episodes import Failure
+from rrr.core.errors import RRRError
+from rrr.core.metrics import MetricsLogger, format_step_line, merge_metrics, under
+from rrr.core.timing import timed
 from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline, overlap_s
-from rrr.episodes import Failure
-from rrr.errors import RRRError
-from rrr.metrics import MetricsLogger, format_step_line, merge_metrics, under
-from rrr.timing import timed
 
 if TYPE_CHECKING:
-    from rrr.train_batch import TrainBatch
+    from rrr.core.train_batch import TrainBatch
 
 log = logging.getLogger("rrr.train")
 
@@ -66,8 +66,8 @@ class StopRequested:
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    from learner.group import LearnerLost
     from rrr.driver.stack import generation_stack
+    from rrr.learner.group import LearnerLost
 
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,10 +95,10 @@ def learn(
 ) -> dict[str, Any]:
     """Start a learner group, resume from the newest valid checkpoint (if any), loop to
     learner.max_steps. `restarts`: learner groups lost before this one in this job."""
-    from learner import checkpoint as ckpt
-    from learner.group import LearnerGroup
-    from learner.weight_sync import WeightLink
-    from rrr.train_batch import batch_from_episodes
+    from rrr.core.train_batch import batch_from_episodes
+    from rrr.learner import checkpoint as ckpt
+    from rrr.learner.group import LearnerGroup
+    from rrr.learner.weight_sync import WeightLink
 
     # Released in reverse order on any exit, a failure during start-up or resume included
     # (a learner group left behind would hold its placement group from the next one).
@@ -271,7 +271,7 @@ def stop_survivors(learners: Any) -> Callable[..., bool]:
     """An exit callback: on LearnerLost, kill the surviving ranks first. They may sit in a
     collective with the dead one, and the weight sync's group, left next, would wait for them
     until its timeout."""
-    from learner.group import LearnerLost
+    from rrr.learner.group import LearnerLost
 
     def on_exit(exc_type: type[BaseException] | None, *_: Any) -> bool:
         if exc_type is not None and issubclass(exc_type, LearnerLost):
@@ -284,8 +284,8 @@ def stop_survivors(learners: Any) -> Callable[..., bool]:
 def check_data(cfg: Config) -> None:
     """Load and validate the queries (counts malformed rows by reason; DataError when none is
     usable), cheaply, before minutes of engine start-up are spent."""
+    from rrr.core.tasks.loading import load_rows
     from rrr.driver.stack import load_task
-    from rrr.tasks.loading import load_rows
 
     log.info(load_rows(load_task(cfg), cfg.data.source, split=cfg.data.split,
                        limit=cfg.data.limit).summary())  # fmt: skip
@@ -335,9 +335,9 @@ class NoFailuresLeft(RRRError, RuntimeError):
 def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
     """What the sampler draws from: failed first attempts (the failure dataset, given in
     data.failures or built now from data.source, paper 4.3), or, in online mode, the queries."""
+    from rrr.core.failure_data import read_failures
+    from rrr.core.tasks.loading import load_rows
     from rrr.driver.build_failures import build_failures
-    from rrr.failure_data import read_failures
-    from rrr.tasks.loading import load_rows
 
     if cfg.episode.first_attempt == "online":
         loaded = load_rows(stack.task, cfg.data.source, split=cfg.data.split, limit=cfg.data.limit)
@@ -373,7 +373,7 @@ def step_metrics(
     faults: dict[str, float],
     learner_restarts: int,
 ) -> dict[str, float]:
-    """One step's metrics, each producer under its own namespace (rrr/metrics.py NAMESPACES);
+    """One step's metrics, each producer under its own namespace (rrr/core/metrics.py NAMESPACES);
     `merge_metrics` refuses a key that two of them give. `learn` is the learner group's
     (already under learner/), `faults` the fleet's and verifier pool's counters."""
     return merge_metrics(

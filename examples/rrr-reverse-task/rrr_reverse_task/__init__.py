@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from rrr.tasks.base import Message, Row, RowError, Task, message, require
-from verifiers import Verdict
+from rrr.core.tasks.base import Message, Row, RowError, Task, message, require
+from rrr.verifiers import Verdict
 
 # A source name this task reads by itself (rrr asks the task before routing files/datasets).
 BUILTIN_SOURCE = "reverse-words"

@@ -1,0 +1,107 @@
+"""The weight-receiving endpoint of a rollout worker: live weight updates into its vLLM engine,
+from a file, an object-store blob or a collective broadcast. Split from the generator
+(rrr/actors/vllm_engine.py, which inherits it) so that each file has one job; the driver's side of
+the sync is rrr/learner/weight_sync.py, the wire protocol rrr/core/weights/.
+
+Every method fans out to each vLLM worker of the engine (one per tensor-parallel rank) through
+`collective_rpc` into the worker extension (rrr/actors/worker_extension.py), and records the policy
+version the new weights are, which the generator stamps on every sample from then on.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rrr.core.shm import tmpfs_dir_for
+
+
+class WeightEndpoint:
+    """Needs `self.llm` (a vLLM LLM), `self.version` and `self.reset_prefix_cache()` from the
+    class it is mixed into (VLLMEngine)."""
+
+    llm: Any
+    version: int
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> int:
+        """Load a full or partial state dict (name -> tensor) into the live engine."""
+        from safetensors.torch import save_file
+
+        # Tied embeddings share storage; safetensors refuses shared tensors, so clone.
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        directory = tmpfs_dir_for(sum(t.numel() * t.element_size() for t in tensors.values()))
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
+            save_file(tensors, f.name)
+            return self.load_weights_file(f.name)
+
+    def load_weights_file(
+        self, path: str, aliases: dict[str, str] | None = None, version: int | None = None
+    ) -> int:
+        """Load a safetensors file of (some) weights; every vLLM worker reads it. `aliases`
+        (tied name -> shared weight) come from the learner's manifest; None: the model's own
+        tied head, if any. `version`: the policy version these weights are (None: unchanged)."""
+        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
+        self._loaded(version)
+        return int(counts[0])
+
+    def _loaded(self, version: int | None) -> None:
+        self.reset_prefix_cache()  # cached KV was computed by the old weights
+        if version is not None:
+            self.version = version
+
+    # ------------------------------------------------------------------ weight sync (receiver)
+    # Explicit methods the driver's sync (rrr/learner/weight_sync.py) calls by name; each fans out
+    # to every vLLM worker of this engine (one per tensor-parallel rank) through collective_rpc.
+
+    def sync_info(self) -> dict[str, Any]:
+        """This engine's node and its vLLM workers (rank, device, dtype, GPU UUID)."""
+        import ray
+
+        return {
+            "node": ray.get_runtime_context().get_node_id(),
+            "workers": self.llm.collective_rpc("rrr_info"),
+        }
+
+    def sync_join(
+        self,
+        host: str,
+        port: int,
+        rank_offset: int,
+        world_size: int,
+        timeout_s: float,
+        plan: list[dict],
+        aliases: dict[str, str] | None = None,
+    ) -> None:
+        """Join the sync group; every vLLM worker keeps the bucket plan and the aliases for
+        as long as the group lasts (each push then carries no more than its version)."""
+        self.llm.collective_rpc(
+            "rrr_init_group", args=(host, port, rank_offset, world_size, timeout_s, plan, aliases)
+        )
+
+    def sync_receive(self, version: int | None = None) -> int:
+        """Receive one push over the group's plan; `version`: the policy version it is."""
+        counts = self.llm.collective_rpc("rrr_receive_buckets")
+        self._loaded(version)
+        return int(counts[0])
+
+    def sync_close(self) -> None:
+        self.llm.collective_rpc("rrr_close_group")
+
+    def sync_load_blob(
+        self, blob: Any, aliases: dict[str, str] | None = None, version: int | None = None
+    ) -> dict[str, float]:
+        """The object transport: Ray resolved the ObjectRef into `blob` (zero-copy from this
+        node's object store); one /dev/shm file hands it to vLLM's workers (vLLM's RPC is a
+        slow carrier for hundreds of MB, docs/cpu-stack.md)."""
+        t0 = time.perf_counter()
+        # /dev/shm when it has room (a container's 64 MiB does not), else the temp directory.
+        directory = tmpfs_dir_for(memoryview(blob).nbytes)
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=directory) as f:
+            f.write(memoryview(blob))
+            f.flush()
+            write_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.load_weights_file(f.name, aliases, version)
+        return {"write_s": write_s, "load_s": time.perf_counter() - t1}

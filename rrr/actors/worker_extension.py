@@ -1,0 +1,193 @@
+"""Methods mixed into every vLLM worker (`LLM(worker_extension_cls="rrr.actors.worker_extension.
+WeightReceiver")`), called through `llm.collective_rpc(name, args=...)`.
+
+Kept tiny and free of rrr imports: vLLM loads it by qualified name inside its own worker
+processes. Method names are prefixed `rrr_` because vLLM rejects extension methods that clash
+with the worker's own (e.g. `update_weights`).
+
+On vLLM's CPU backend, `model.load_weights` after start-up fails (linear weights are repacked
+once loaded), while the worker's own `reload_weights(weights_iterator=...)` re-runs the loader
+and works; tensors passed as RPC arguments arrive as nested lists there, so weights travel as a
+safetensors file or bytes (see docs/cpu-stack.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+# vLLM's in-place reload warns "<Layer>: Failed to load weights" for every layer that received
+# no tensor, and then puts that layer's PREVIOUS tensors back. For RotaryEmbedding that is
+# right (its cos/sin cache is derived, never in a state dict) and the line is noise on every
+# sync, so it is dropped. For any other layer it is news and still shows: a tied ParallelLMHead
+# that warned this way kept its old weights while the embedding moved on. The tied head is
+# therefore always given its tensor (see `_with_aliases`), and never warns.
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+RELOAD_WARNING = "%s: Failed to load weights"
+EXPECTED_UNLOADED = frozenset({"RotaryEmbedding"})
+# Hugging Face names of a tied head and the weight it shares (Llama, Qwen2, Mistral, Phi-3...),
+# for loads that do not carry the learner's manifest aliases (a plain checkpoint file).
+TIED_HEAD_ALIASES = {"lm_head.weight": "model.embed_tokens.weight"}
+
+
+class ExpectedReloadWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == RELOAD_WARNING and args and args[0] in EXPECTED_UNLOADED)
+
+
+def quiet_expected_reload_warnings() -> None:
+    """Install the filter once per process (vLLM's logger is a process-wide singleton)."""
+    logger = logging.getLogger(RELOAD_LOGGER)
+    if not any(isinstance(f, ExpectedReloadWarnings) for f in logger.filters):
+        logger.addFilter(ExpectedReloadWarnings())
+
+
+def with_aliases(
+    weights: Iterator[tuple[str, Any]], aliases: dict[str, str]
+) -> Iterator[tuple[str, Any]]:
+    """Each weight, then the same tensor under every alias that shares it (a tied head); a name
+    is yielded once (a state dict that already holds the alias loads it as it is)."""
+    shared_by: dict[str, list[str]] = {}
+    for alias, name in aliases.items():
+        shared_by.setdefault(name, []).append(alias)
+    done: set[str] = set()
+    for name, tensor in weights:
+        for key in (name, *shared_by.get(name, ())):
+            if key not in done:
+                done.add(key)
+                yield key, tensor
+
+
+class WeightReceiver:
+    """Receives new policy weights inside a vLLM worker process."""
+
+    def rrr_reload_from_file(self, path: str, aliases: dict[str, str] | None = None) -> int:
+        """Load a (full or partial) safetensors state dict from `path`; return tensor count."""
+        from safetensors.torch import load_file
+
+        return self._rrr_reload(iter(load_file(path).items()), aliases)
+
+    def _rrr_reload(
+        self, weights: Iterator[tuple[str, Any]], aliases: dict[str, str] | None
+    ) -> int:
+        """vLLM's in-place reload of `weights`, each shared weight also under its aliases."""
+        quiet_expected_reload_warnings()
+        count = 0
+
+        def counted() -> Iterator[tuple[str, Any]]:
+            nonlocal count
+            for item in with_aliases(weights, self._rrr_aliases(aliases)):
+                count += 1
+                yield item
+
+        self.reload_weights(weights_iterator=counted())
+        return count
+
+    def _rrr_aliases(self, aliases: dict[str, str] | None) -> dict[str, str]:
+        """The sender's manifest aliases, else the tied head of a tied model."""
+        if aliases is not None:
+            return aliases
+        hf_config = self.model_runner.model_config.hf_config  # type: ignore[attr-defined]
+        return dict(TIED_HEAD_ALIASES) if getattr(hf_config, "tie_word_embeddings", False) else {}
+
+    # --- collective sync: learner rank 0 -> every vLLM worker (rrr/learner/sync_sender.py) ------
+
+    def rrr_info(self) -> dict[str, Any]:
+        """This vLLM worker's rank in its engine, weight dtype and device (the sender casts to
+        this dtype and the driver tells colocated GPUs apart by their UUID)."""
+        import torch
+
+        device = self.device  # type: ignore[attr-defined]
+        dtype = self.model_runner.model_config.dtype  # type: ignore[attr-defined]
+        info = {"rank": int(getattr(self, "rank", 0)), "device": torch.device(device).type,
+                "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+        if info["device"] == "cuda":
+            info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
+        return info
+
+    def rrr_init_group(
+        self,
+        host: str,
+        port: int,
+        rank_offset: int,
+        world_size: int,
+        timeout_s: float,
+        plan: list[dict],
+        aliases: dict[str, str] | None = None,
+    ) -> None:
+        """Join a process group made for the weight sync, learner rank 0 being its rank 0:
+        gloo on CPU, NCCL on GPU, through the same helper as the sender
+        (rrr/core/weights/group.py), never touching vLLM's own groups. The group's bucket plan
+        and aliases are kept here until it closes: every push follows them."""
+        from rrr.core.weights.backend import collective_backend
+        from rrr.core.weights.group import init_group
+        from rrr.core.weights.wire import from_wire
+
+        self.rrr_close_group()
+        backend = collective_backend(self._rrr_device().type)
+        rank = rank_offset + int(getattr(self, "rank", 0))
+        self._rrr_group = init_group(host, port, rank, world_size, backend, timeout_s)
+        self._rrr_plan, self._rrr_plan_aliases = from_wire(plan), aliases
+
+    def rrr_close_group(self) -> None:
+        from rrr.core.weights.group import leave_group
+
+        group, self._rrr_group = getattr(self, "_rrr_group", None), None
+        self._rrr_plan = []
+        leave_group(group)
+
+    def _rrr_device(self) -> Any:
+        import torch
+
+        return torch.device(self.device)  # type: ignore[attr-defined]
+
+    def rrr_reseed(self, seed: int) -> None:
+        """Reset the sampler's random state. Requests carry no seed of their own (a per-request
+        seed crashes vLLM's CPU sampler), so a seeded batch is made reproducible this way: the
+        same weights, batch and seed give the same samples, on a restarted worker too."""
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def rrr_receive_buckets(self) -> int:
+        """Receive a whole sync (every bucket of the group's plan, in order) from rank 0 and
+        load it through the worker's in-place reload, once per sync.
+
+        Every bucket lands in a buffer of its own, never a reused one: vLLM's layerwise reload
+        keeps the tensors it is given (views into the buffer) until their whole layer has
+        arrived, which may be several buckets later (q, k and v make one `qkv_proj`), or until
+        its final pass (an embedding whose vocabulary vLLM pads is never complete before then).
+        A bucket's memory is freed when the loader drops its last view; on GPU the caching
+        allocator hands the same block to a later bucket, so a fresh buffer costs no
+        cudaMalloc. At most: the bucket being received, the partly loaded layers' buckets and
+        the buckets of the final pass (`rrr plan` counts them: rrr/core/memory_budget.py).
+        """
+        import torch
+        import torch.distributed as dist
+
+        from rrr.core.weights.wire import unpack_bucket
+
+        group = getattr(self, "_rrr_group", None)
+        if group is None:
+            raise RuntimeError("rrr_receive_buckets before rrr_init_group")
+        buckets, aliases = self._rrr_plan, self._rrr_plan_aliases
+        device = self._rrr_device()
+
+        def weights() -> Iterator[tuple[str, Any]]:
+            for bucket in buckets:
+                buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
+                dist.broadcast(buf, group_src=0, group=group)
+                yield from unpack_bucket(buf, bucket)
+                del buf  # only the loader's views keep it alive now
+
+        count = self._rrr_reload(weights(), aliases)
+        if device.type == "cuda":
+            torch.cuda.current_stream().synchronize()
+        return count
