@@ -16,6 +16,16 @@ class Lost(RuntimeError):
     pass
 
 
+def _dead_after_kill(ray_local, group: ActorGroup, index: int) -> list[int]:
+    """`ray.kill` returns before the actor is gone: a ping sent at once may still be answered
+    (seen under load), so wait, boundedly, until the group sees the death."""
+    ray_local.kill(group.actors[index])
+    deadline = time.monotonic() + 60
+    while (dead := group.dead()) != [index] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return dead
+
+
 class StartFailed(RuntimeError):
     pass
 
@@ -81,9 +91,9 @@ def test_a_death_is_the_owners_error_then_replaced_within_the_budget(ray_local, 
         assert group.actors[1] is not old and group.restarts == 1
         (_, new0), (_, new1) = group.run(lambda a: a.who.remote(), "a roll call")
         assert new0 == pid0 and new1 not in (pid0, pid1)  # the survivor kept its process
-        ray_local.kill(group.actors[0])
+        assert _dead_after_kill(ray_local, group, 0) == [0]
         with pytest.raises(Lost, match=r"\[0\] died and 1 of member.max_restarts=1 restarts"):
-            group.replace(group.dead(), timeout_s=60)
+            group.replace([0], timeout_s=60)
     finally:
         group.kill()
 
@@ -120,9 +130,9 @@ def test_adopted_actors_are_called_but_never_replaced(ray_local, member_cls):
     group = ActorGroup.adopt(actors, name="member", error=Lost)
     try:
         assert [t for t, _ in group.run(lambda a: a.who.remote(), "a roll call")] == ["a", "b"]
-        ray_local.kill(actors[1])
+        assert _dead_after_kill(ray_local, group, 1) == [1]
         with pytest.raises(Lost, match=r"\[1\] died and 0 of max_restarts=0"):
-            group.replace(group.dead(), timeout_s=60)
+            group.replace([1], timeout_s=60)
     finally:
         group.kill()
 
