@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,176 +96,229 @@ def learn(
 ) -> dict[str, Any]:
     """Start a learner group, resume from the newest valid checkpoint (if any), loop to
     learner.max_steps. `restarts`: learner groups lost before this one in this job."""
+    # Released in reverse order on any exit, a failure during start-up or resume included
+    # (a learner group left behind would hold its placement group from the next one).
+    with contextlib.ExitStack() as cleanup:
+        run = start_run(cfg, stack, failures, run_dir, restarts, cleanup)
+        step = run.start
+        try:
+            if run.start == 0 and eval_due(cfg, 0) and not restarts:
+                run.metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
+            for step in range(run.start + 1, cfg.learner.max_steps + 1):
+                metrics, cursor = train_step(run, step)
+                record_step(run, step, metrics, cursor)  # log, checkpoint, held-out eval
+                if run.stop.requested:
+                    break
+        finally:
+            if run.rollouts.in_flight:  # its failures are drawn again on resume
+                log.info("dropped %d rollout(s) started ahead of a step that will not run",
+                         run.rollouts.in_flight)  # fmt: skip
+        return run.summary(step)
+
+
+@dataclass
+class Run:
+    """One learner group's stretch of training: what `start_run` sets up and every step uses."""
+
+    cfg: Config
+    stack: Any
+    run_dir: Path
+    restarts: int  # learner groups lost before this one in this job
+    start: int  # the step resumed from (0: the base model)
+    learners: Any
+    link: Any  # WeightLink: the learner group -> the rollout fleet
+    rollouts: RolloutPipeline
+    metrics_log: MetricsLogger
+    stop: StopRequested
+    bar: Any  # tqdm
+    staleness: list[float] = field(default_factory=list)  # of each trained batch
+    learn_span: tuple[float, float] = (0.0, 0.0)  # when the learner was busy, previous step
+
+    def summary(self, step: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run_dir": str(self.run_dir), "start_step": self.start, "end_step": step,
+            "metrics": str(self.run_dir / "metrics.jsonl"),
+            "checkpoints": str(self.run_dir / "checkpoints"),
+            "learner_restarts": self.restarts, "stopped": self.stop.requested,
+        }  # fmt: skip
+        if self.rollouts.in_flight:
+            out["dropped_in_flight"] = self.rollouts.in_flight
+        if self.staleness:
+            out.update(staleness_mean=sum(self.staleness) / len(self.staleness),
+                       staleness_max=max(self.staleness))  # fmt: skip
+        return out
+
+
+def train_step(run: Run, step: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """One step, a named timer per stage: take the rollout (start the next one ahead), learn on
+    its batch, let the fleet go idle, push the weights. Returns the step's metrics and the data
+    cursor a checkpoint of this step records."""
+    cfg, fleet, learners, rollouts = run.cfg, run.stack.fleet, run.learners, run.rollouts
+    timings: dict[str, float] = {}
+    t_step = time.perf_counter()
+    with timed("rollout", timings):  # waiting for it, if it was started ahead
+        rollout = rollouts.take(step)
+    if step < cfg.learner.max_steps:
+        rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
+    with timed("learn", timings):
+        learn_start = time.perf_counter()
+        if cfg.cluster.colocate:
+            fleet.sleep()
+        batch = train_batch(cfg, rollout, step)
+        learn = learners.step(batch)
+    sync_t = None
+    if sync_due(cfg, step):
+        with timed("wait_rollout", timings):  # weights change only between rollouts
+            rollouts.idle()
+    with timed("sync", timings):
+        if cfg.cluster.colocate:
+            learners.release_memory()  # vLLM wakes into what the learner cached
+            fleet.wake_up()
+        if sync_due(cfg, step):
+            sync_t = run.link.push()
+            rollouts.pushed(learners.version)
+    metrics = step_metrics(
+        rollout, batch, learn, sync_t, timings, time.perf_counter() - t_step,
+        previous_learn=run.learn_span,
+        faults={"worker_restarts": float(fleet.restarts),
+                "abandoned": float(rollouts.abandoned),
+                "verifier_retries": float(run.stack.verifier.counters["retried"])},
+        learner_restarts=run.restarts,
+    )  # fmt: skip
+    run.learn_span = (learn_start, learn_start + timings["learn"])
+    return metrics, rollout.cursor
+
+
+def train_batch(cfg: Config, rollout: Rollout, step: int) -> TrainBatch:
+    """The rollout's episodes as the learner's batch: tokens, reflection masks, group
+    advantages (paper 3.2: rewards on the reflection tokens only)."""
     from rrr.core.train_batch import batch_from_episodes
+
+    return batch_from_episodes(
+        rollout.episodes,
+        scale_rewards=cfg.learner.scale_rewards,
+        drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
+        shuffle_seed=hash((cfg.learner.seed, step)) if cfg.learner.shuffle_rewards else None,
+    )
+
+
+def record_step(run: Run, step: int, metrics: dict[str, float], cursor: dict[str, Any]) -> None:
+    """Log the step (metrics.jsonl + sinks, progress bar, a line every logging.log_every), then
+    the checkpoint and the held-out evaluation when they are due."""
+    cfg = run.cfg
+    run.staleness.append(metrics["rollout/staleness"])
+    run.metrics_log.log(step, metrics)
+    run.bar.update(1)
+    run.bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}",
+                        step_s=f"{metrics['timing/step_s']:.0f}")  # fmt: skip
+    if step % cfg.logging.log_every == 0:
+        log.info(format_step_line(step, cfg.learner.max_steps, metrics))
+    last = step == cfg.learner.max_steps or run.stop.requested
+    if step % cfg.logging.checkpoint_every == 0 or last:
+        path = run.learners.save_checkpoint(
+            run.run_dir / "checkpoints",
+            step,
+            {"cursor": cursor},  # not a batch started ahead
+            keep=cfg.logging.keep_checkpoints,
+        )
+        log.info("checkpoint %s", path)
+    if eval_due(cfg, step):
+        run.metrics_log.log(step, periodic_eval(cfg, run.stack, run.run_dir, step))
+
+
+def start_run(
+    cfg: Config,
+    stack: Any,
+    failures: list[Any],
+    run_dir: Path,
+    restarts: int,
+    cleanup: contextlib.ExitStack,
+) -> Run:
+    """The learner group, the weight link, the resumed step and data cursor, the rollout
+    pipeline (with what a replaced rollout worker needs), the metrics log, the stop handler and
+    the progress bar; each registered with `cleanup`."""
     from rrr.learner import checkpoint as ckpt
     from rrr.learner.group import LearnerGroup
     from rrr.learner.weight_sync import WeightLink
 
-    # Released in reverse order on any exit, a failure during start-up or resume included
-    # (a learner group left behind would hold its placement group from the next one).
-    with contextlib.ExitStack() as cleanup:
-        learners = LearnerGroup(
-            cfg.learner,
-            stack.model_path,
-            placement_group=stack.placement_group,  # colocate: beside rollout worker i
-            total_steps=cfg.learner.max_steps,
-            max_tokens_norm=cfg.episode.max_reflection_tokens,
-            # The reflections' sampling temperature: old (vLLM, processed) and new log-probs
-            # are then of the same distribution.
-            temperature=cfg.episode.temperature,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-        cleanup.callback(learners.shutdown)
-        link = WeightLink(cfg.sync, learners, stack.fleet)
-        cleanup.callback(link.close)
-        cleanup.push(stop_survivors(learners))  # runs before link.close
-        resumed = ckpt.latest_valid(run_dir / "checkpoints")
-        state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
-        start = int(state["step"])
-        extra = state.get("extra_state") or {}
-        sampler = EpochSampler(
-            failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
-        )
+    learners = LearnerGroup(
+        cfg.learner,
+        stack.model_path,
+        placement_group=stack.placement_group,  # colocate: beside rollout worker i
+        total_steps=cfg.learner.max_steps,
+        max_tokens_norm=cfg.episode.max_reflection_tokens,
+        # The reflections' sampling temperature: old (vLLM, processed) and new log-probs
+        # are then of the same distribution.
+        temperature=cfg.episode.temperature,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    cleanup.callback(learners.shutdown)
+    link = WeightLink(cfg.sync, learners, stack.fleet)
+    cleanup.callback(link.close)
+    cleanup.push(stop_survivors(learners))  # runs before link.close
+    resumed = ckpt.latest_valid(run_dir / "checkpoints")
+    state = learners.load_checkpoint(resumed) if resumed else {"step": 0}
+    start = int(state["step"])
+    extra = state.get("extra_state") or {}
+    sampler = EpochSampler(
+        failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
+    )
 
-        def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
-            drawn_from = sampler.state()
-            stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
-            try:
-                batch_failures, first_metrics = next_failures(cfg, stack, sampler)
-                cursor = sampler.state()  # what a checkpoint of this step records
-                return stack.engine.run(batch_failures), first_metrics, cursor
-            except RolloutAbandoned:
-                sampler.restore(drawn_from)  # the rollout made in its place draws them again
-                raise
-
-        def resync() -> int:
-            """After an abandoned rollout: the replacement has the base model's weights
-            unless a push since has reached the whole fleet (it then holds the learner's)."""
-            if learners.version != rollouts.fleet_version:
-                link.push()
-            return learners.version
-
-        rollouts = RolloutPipeline(
-            produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
-        )
-        cleanup.callback(rollouts.close)
-
-        def on_restart(replaced: list[int]) -> None:
-            """A rollout worker was replaced mid-rollout (rrr/driver/rollout_pipeline.py)."""
-            if rollouts.running_ahead or learners.version != rollouts.fleet_version:
-                raise RolloutAbandoned(
-                    f"rollout worker(s) {replaced} replaced while the learner's weights are "
-                    "newer than the rollout's"
-                )
-            link.heal()  # the same version as the fleet's: the lost shard is re-sent
-
-        stack.fleet.on_restart = on_restart
-        if resumed or restarts:
-            log.info("resumed from %s at step %d", resumed or "the base model", start)
-            link.push()  # the workers start from the base model: give ours
-        # A restart re-logs the steps after its checkpoint: their old lines go, none twice.
-        metrics_log = MetricsLogger(
-            run_dir, cfg, resume_step=start + 1 if resumed or restarts else None
-        )
-        cleanup.callback(metrics_log.close)
-        summary: dict[str, Any] = {"run_dir": str(run_dir), "start_step": start}
-        staleness: list[float] = []  # of each trained batch (summary: mean and max)
-        step = start
-        # Installed once the actors are up: a signal during start-up needs no checkpoint, and
-        # the default handler lets Ray release what the driver owned.
-        stop = StopRequested()
-        cleanup.callback(stop.restore)
-        bar = tqdm(
-            total=cfg.learner.max_steps,
-            initial=start,
-            desc="train",
-            unit="step",
-            disable=not (cfg.logging.progress and sys.stderr.isatty()),
-        )
-        cleanup.callback(bar.close)
+    def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
+        drawn_from = sampler.state()
+        stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
         try:
-            if start == 0 and eval_due(cfg, 0) and not restarts:
-                metrics_log.log(0, periodic_eval(cfg, stack, run_dir, 0))  # the vanilla model
-            learn_span = (0.0, 0.0)  # when the learner was busy in the previous step
-            for step in range(start + 1, cfg.learner.max_steps + 1):
-                timings: dict[str, float] = {}
-                t_step = time.perf_counter()
-                with timed("rollout", timings):  # waiting for it, if it was started ahead
-                    rollout = rollouts.take(step)
-                episodes = rollout.episodes
-                if step < cfg.learner.max_steps:
-                    rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
-                with timed("learn", timings):
-                    learn_start = time.perf_counter()
-                    if cfg.cluster.colocate:
-                        stack.fleet.sleep()
-                    batch = batch_from_episodes(
-                        episodes,
-                        scale_rewards=cfg.learner.scale_rewards,
-                        drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
-                        shuffle_seed=hash((cfg.learner.seed, step))
-                        if cfg.learner.shuffle_rewards
-                        else None,
-                    )
-                    learn = learners.step(batch)
-                sync_t = None
-                if sync_due(cfg, step):
-                    with timed("wait_rollout", timings):  # weights change only between rollouts
-                        rollouts.idle()
-                with timed("sync", timings):
-                    if cfg.cluster.colocate:
-                        learners.release_memory()  # vLLM wakes into what the learner cached
-                        stack.fleet.wake_up()
-                    if sync_due(cfg, step):
-                        sync_t = link.push()
-                        rollouts.pushed(learners.version)
-                metrics = step_metrics(
-                    rollout, batch, learn, sync_t, timings, time.perf_counter() - t_step,
-                    previous_learn=learn_span,
-                    faults={"worker_restarts": float(stack.fleet.restarts),
-                            "abandoned": float(rollouts.abandoned),
-                            "verifier_retries": float(stack.verifier.counters["retried"])},
-                    learner_restarts=restarts,
-                )  # fmt: skip
-                staleness.append(metrics["rollout/staleness"])
-                learn_span = (learn_start, learn_start + timings["learn"])
-                metrics_log.log(step, metrics)
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{metrics['rollout/reward_mean']:.3f}",
-                    step_s=f"{metrics['timing/step_s']:.0f}",
-                )
-                if step % cfg.logging.log_every == 0:
-                    log.info(format_step_line(step, cfg.learner.max_steps, metrics))
-                last = step == cfg.learner.max_steps or stop.requested
-                if step % cfg.logging.checkpoint_every == 0 or last:
-                    path = learners.save_checkpoint(
-                        run_dir / "checkpoints",
-                        step,
-                        {"cursor": rollout.cursor},  # not a batch started ahead
-                        keep=cfg.logging.keep_checkpoints,
-                    )
-                    log.info("checkpoint %s", path)
-                if eval_due(cfg, step):
-                    metrics_log.log(step, periodic_eval(cfg, stack, run_dir, step))
-                if stop.requested:
-                    break
-        finally:
-            if rollouts.in_flight:  # its failures are drawn again on resume
-                summary["dropped_in_flight"] = rollouts.in_flight
-                log.info("dropped %d rollout(s) started ahead of a step that will not run",
-                         rollouts.in_flight)  # fmt: skip
-        if staleness:
-            summary.update(staleness_mean=sum(staleness) / len(staleness),
-                           staleness_max=max(staleness))  # fmt: skip
-        summary.update(
-            end_step=step,
-            metrics=str(run_dir / "metrics.jsonl"),
-            checkpoints=str(run_dir / "checkpoints"),
-            learner_restarts=restarts,
-            stopped=stop.requested,
-        )
-        return summary
+            batch_failures, first_metrics = next_failures(cfg, stack, sampler)
+            cursor = sampler.state()  # what a checkpoint of this step records
+            return stack.engine.run(batch_failures), first_metrics, cursor
+        except RolloutAbandoned:
+            sampler.restore(drawn_from)  # the rollout made in its place draws them again
+            raise
+
+    def resync() -> int:
+        """After an abandoned rollout: the replacement has the base model's weights
+        unless a push since has reached the whole fleet (it then holds the learner's)."""
+        if learners.version != rollouts.fleet_version:
+            link.push()
+        return learners.version
+
+    rollouts = RolloutPipeline(
+        produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
+    )
+    cleanup.callback(rollouts.close)
+
+    def on_restart(replaced: list[int]) -> None:
+        """A rollout worker was replaced mid-rollout (rrr/driver/rollout_pipeline.py)."""
+        if rollouts.running_ahead or learners.version != rollouts.fleet_version:
+            raise RolloutAbandoned(
+                f"rollout worker(s) {replaced} replaced while the learner's weights are "
+                "newer than the rollout's"
+            )
+        link.heal()  # the same version as the fleet's: the lost shard is re-sent
+
+    stack.fleet.on_restart = on_restart
+    if resumed or restarts:
+        log.info("resumed from %s at step %d", resumed or "the base model", start)
+        link.push()  # the workers start from the base model: give ours
+    # A restart re-logs the steps after its checkpoint: their old lines go, none twice.
+    metrics_log = MetricsLogger(
+        run_dir, cfg, resume_step=start + 1 if resumed or restarts else None
+    )
+    cleanup.callback(metrics_log.close)
+    # Installed once the actors are up: a signal during start-up needs no checkpoint, and
+    # the default handler lets Ray release what the driver owned.
+    stop = StopRequested()
+    cleanup.callback(stop.restore)
+    bar = tqdm(
+        total=cfg.learner.max_steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not (cfg.logging.progress and sys.stderr.isatty()),
+    )
+    cleanup.callback(bar.close)
+    return Run(cfg, stack, run_dir, restarts, start, learners, link, rollouts, metrics_log,
+               stop, bar)  # fmt: skip
 
 
 def stop_survivors(learners: Any) -> Callable[..., bool]:
