@@ -117,6 +117,9 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_
     assert main(["eval", "--compare", str(out), str(out / "results.json"), "--out",
                  str(cmp_out)]) == 0  # fmt: skip
     md = (cmp_out / "compare.md").read_text()
+    # Without --out: beside B's results, not in the config's output directory.
+    assert main(["eval", "--compare", str(out), str(out / "results.json")]) == 0
+    assert (out / "compare" / "compare.md").read_text() == md
     assert md.count(tiny_model_path) == 2 and (cmp_out / "compare.png").is_file()
     # Per-query outcomes agree with the totals, and a run compared with itself has no
     # discordant pair: the paired test sees no difference at all.

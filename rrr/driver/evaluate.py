@@ -534,7 +534,11 @@ def placebo_markdown(p: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="output directory (default: <logging.output_dir>/eval)")
+    parser.add_argument(
+        "--out",
+        help="output directory (default: <logging.output_dir>/eval; with --compare A B, "
+        "B's directory/compare, beside the results it compares)",
+    )
     parser.add_argument(
         "--compare", nargs=2, metavar=("A", "B"), help="compare two results.json (or their dirs)"
     )
@@ -561,6 +565,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     out = Path(args.out) if args.out else Path(cfg.logging.output_dir) / "eval"
     if args.compare:
+        # Beside B (the new model's results), not in the config's run directory, which a
+        # compare of two finished evaluations has nothing to do with.
+        if not args.out:
+            out = _results_file(Path(args.compare[1])).parent / "compare"
         paths = compare(Path(args.compare[0]), Path(args.compare[1]), out)
         print(paths["md"].read_text())
         print(f"wrote {paths['md']} and {paths['png']}")
