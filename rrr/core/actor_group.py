@@ -49,7 +49,10 @@ class ActorGroup:
         start_error: type[BaseException] | None = None,
         max_restarts: int = 0,
         restarts_key: str = "max_restarts",
+        adopted: list[Any] | None = None,
     ) -> None:
+        """`adopted`: actors started elsewhere, held instead of spawning `size` new ones (see
+        `adopt`)."""
         if size < 1:
             raise ValueError(f"an actor group needs at least one actor, got {size}")
         self.name = name
@@ -58,7 +61,9 @@ class ActorGroup:
         self.placement_group, self.bundle_offset = placement_group, bundle_offset
         self.error, self.start_error = error, start_error or error
         self.max_restarts, self.restarts_key, self.restarts = max_restarts, restarts_key, 0
-        self.actors: list[Any] = [self.spawn(i) for i in range(size)]
+        self.actors: list[Any] = (
+            list(adopted) if adopted is not None else [self.spawn(i) for i in range(size)]
+        )
 
     @classmethod
     def adopt(
@@ -67,15 +72,7 @@ class ActorGroup:
         """A group over actors started elsewhere (a test's session fixture, a tool): it calls
         and gathers like any group, but has no recipe to start a replacement (replace raises
         `error`, its restart budget being 0)."""
-        if not actors:
-            raise ValueError("an actor group needs at least one actor")
-        group = cls.__new__(cls)
-        group.name, group._cls, group._args, group._kwargs, group._options = name, None, (), {}, {}
-        group.placement_group, group.bundle_offset = None, 0
-        group.error = group.start_error = error
-        group.max_restarts, group.restarts_key, group.restarts = 0, "max_restarts", 0
-        group.actors = list(actors)
-        return group
+        return cls(None, len(actors), name=name, error=error, adopted=actors)
 
     def __len__(self) -> int:
         return len(self.actors)

@@ -87,6 +87,12 @@ class LearnerActor:
             "aliases": dict(self.worker.manifest.aliases),
         }
 
+    def sync_push_bytes(self, wire_dtype: str) -> int:
+        """The bytes of one whole push in `wire_dtype` (one unbounded bucket, padding
+        included): what the object-store sync must find room for."""
+        (whole,) = self.worker.sender.plan(self.worker.manifest, 1 << 62, wire_dtype)
+        return whole.nbytes
+
     def sync_join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:
         self.worker.sender.join(host, port, world_size, timeout_s)
 

@@ -57,11 +57,16 @@ class WeightSender:
         self.buffers: list[torch.Tensor] = []
         self.exported: str | None = None  # the /dev/shm file of the last `shm` export
 
+    @staticmethod
+    def plan(manifest: WeightManifest, bucket_bytes: int, wire_dtype: str) -> list[Bucket]:
+        """The buckets of a push of `manifest` in `wire_dtype` (a query: nothing is kept)."""
+        return plan_buckets(manifest.metas(getattr(torch, wire_dtype)), bucket_bytes)
+
     def prepare(self, manifest: WeightManifest, bucket_bytes: int, wire_dtype: str) -> list[dict]:
         """Plan the buckets of every later broadcast, once per group: the sender keeps the
         plan, and the returned wire form goes to the receivers once, when they join."""
         self.wire_dtype = wire_dtype
-        self.buckets = plan_buckets(manifest.metas(getattr(torch, wire_dtype)), bucket_bytes)
+        self.buckets = self.plan(manifest, bucket_bytes, wire_dtype)
         return to_wire(self.buckets)
 
     def join(self, host: str, port: int, world_size: int, timeout_s: float) -> None:

@@ -214,10 +214,11 @@ class CollectiveSync:
         world = self.world_size = 1 + sum(sizes)
         rank0 = self.learners.actors[0]
         ranks = self.learners.ranks
-        (host, port), = ranks.gather([rank0.address.remote()], "a sync setup")
-        (planned,) = ranks.gather(
-            [rank0.sync_prepare.remote(self.bucket_bytes, self.wire_dtype)], "a sync plan"
-        )
+        # Both asked at once, gathered one by one: each ref is rank 0's, as its error must say.
+        address = rank0.address.remote()
+        prepared = rank0.sync_prepare.remote(self.bucket_bytes, self.wire_dtype)
+        ((host, port),) = ranks.gather([address], "a sync setup")
+        (planned,) = ranks.gather([prepared], "a sync plan")
         plan, aliases = planned["buckets"], planned["aliases"]
         # Everyone blocks in the rendezvous until all have joined: start them together. The
         # receivers get the plan here, once; pushes carry only the version.
@@ -305,16 +306,14 @@ class ObjectStoreSync:
         self.learners, self.fleet = learners, fleet
         learner, receivers = endpoints(learners, fleet, self.timeout_s)
         self.wire_dtype = receivers[0]["workers"][0]["dtype"]
-        # The plan of one unbounded bucket is the size of a push, read from the manifest (the
-        # sender keeps it unused: this backend exports whole, it does not broadcast buckets).
-        (whole,) = learners.ranks.gather(
-            [learners.actors[0].sync_prepare.remote(1 << 62, self.wire_dtype)], "a sync plan"
-        )[0]["buckets"]
+        (push_bytes,) = learners.ranks.gather(
+            [learners.actors[0].sync_push_bytes.remote(self.wire_dtype)], "a sync plan"
+        )
         same_node = all(r["node"] == learner["node"] for r in receivers)
         requested = self.transport
         try:
             self.transport, why = choose_transport(
-                requested, same_node, int(learner.get("shm_free", 0)), whole["nbytes"]
+                requested, same_node, int(learner.get("shm_free", 0)), push_bytes
             )
         except ValueError as exc:
             raise SyncError(f"object_store sync: {exc}") from exc
