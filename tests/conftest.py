@@ -219,7 +219,7 @@ def rollout_worker(ray_local, tiny_model_path: str):
     from rrr.actors.rollout_worker import RolloutWorker
 
     worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=1, seed=0
+        model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=0.25, seed=0
     )
     ray_local.get(worker.ping.remote())
     yield worker

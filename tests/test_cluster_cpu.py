@@ -24,7 +24,7 @@ def test_cluster_cpu_preset_trains_three_steps_with_collective_sync(
         f"model.name_or_path={tiny_model_path}", "data.limit=8",
         "episode.max_reflection_tokens=16", "episode.max_retry_tokens=16",
         "failures.max_tokens=16", "learner.lr=1e-4", f"logging.output_dir={run}",
-        "logging.progress=false",
+        "logging.progress=false", "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true",
     ])  # fmt: skip
     assert code == 0
     log = caplog.text

@@ -32,7 +32,8 @@ def _overrides(tiny: str, shared: Path) -> list[str]:
         "failures.samples_per_query=3",
         "failures.max_tokens=12",
         "failures.shard_size=4",
-        "rollout.kv_cache_gib=1",
+        "rollout.kv_cache_gib=0.25",
+        "rollout.in_process_engine=true",
         "logging.progress=false",
     ]
 
@@ -93,7 +94,8 @@ def test_eval_cli_writes_results_and_compare(ray_local, tiny_model_path, sample_
         "data.eval_limit=4",
         "eval.max_tokens=12",
         "eval.max_reflection_tokens=8",
-        "rollout.kv_cache_gib=1",
+        "rollout.kv_cache_gib=0.25",
+        "rollout.in_process_engine=true",
     ]
     cfg_path = str(ROOT / "configs/smoke-cpu.yaml")
     assert main(["eval", "--config", cfg_path, "--out", str(out), *overrides]) == 0
@@ -153,7 +155,8 @@ def test_calibrate_cli_measures_the_signal_a_run_would_get(
         f"data.source={sample_data / 'countdown_sample.jsonl'}", "data.limit=3",
         "failures.samples_per_query=2", "failures.max_tokens=12", "episode.num_reflections=2",
         "episode.max_reflection_tokens=8", "episode.max_retry_tokens=8", "eval.max_tokens=12",
-        "eval.max_reflection_tokens=8", "rollout.kv_cache_gib=1",
+        "eval.max_reflection_tokens=8",
+        "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true",
     ]  # fmt: skip
     cfg_path = str(ROOT / "configs/smoke-cpu.yaml")
     assert main(["calibrate", "--config", cfg_path, "--out", str(out), *overrides]) == 0

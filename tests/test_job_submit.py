@@ -46,7 +46,8 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
             f"data.source={sample_data / 'countdown_sample.jsonl'} data.limit=2 "
             "failures.samples_per_query=2 failures.max_tokens=8 episode.num_reflections=2 "
             "episode.max_reflection_tokens=8 episode.max_retry_tokens=8 "
-            "learner.failures_per_step=2 learner.max_steps=1 rollout.kv_cache_gib=1 "
+            "learner.failures_per_step=2 learner.max_steps=1 rollout.kv_cache_gib=0.25 "
+            "rollout.in_process_engine=true "
             f"logging.output_dir={run} logging.progress=false"
         )
         t0 = time.time()

@@ -23,7 +23,7 @@ TINY = [
     "data.limit=4", "failures.samples_per_query=2", "episode.num_reflections=2",
     "episode.max_reflection_tokens=16", "learner.failures_per_step=2",
     "learner.micro_batch_size=2", "learner.max_steps=1", "logging.checkpoint_every=1",
-    "rollout.kv_cache_gib=1", "logging.progress=false",
+    "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true", "logging.progress=false",
 ]  # fmt: skip
 
 
@@ -76,6 +76,7 @@ def test_code_task_trains_a_step_then_evaluates_on_humaneval_and_countdown(
         "train", "--config", str(ROOT / "configs/code-smoke-cpu.yaml"),
         f"data.source={sample_data / 'code_sample.jsonl'}", "failures.max_tokens=96",
         "episode.max_retry_tokens=96", *TINY,
+        "rollout.kv_cache_gib=0.5",  # SmolLM2's 46 KiB a token: ~11k tokens of code prompts
         # The trained model on HumanEval rows, at the end of the step (the held-out set).
         f"data.eval_source={sample_data / 'humaneval_sample.jsonl'}", "logging.eval_every=1",
         "data.eval_limit=2", "eval.max_tokens=96", "eval.max_reflection_tokens=16",
@@ -99,7 +100,8 @@ def test_code_task_trains_a_step_then_evaluates_on_humaneval_and_countdown(
     assert main([
         "eval", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
         f"model.name_or_path={export}", "data.eval_limit=2", "eval.max_tokens=16",
-        "eval.max_reflection_tokens=8", "rollout.kv_cache_gib=1", "--out", str(out),
+        "eval.max_reflection_tokens=8",
+        "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true", "--out", str(out),
     ]) == 0  # fmt: skip
     result = json.loads((out / "results.json").read_text())
     assert result["task"] == "countdown" and result["trained"]["task"] == "code"

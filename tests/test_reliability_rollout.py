@@ -26,7 +26,7 @@ REQUESTS = [GenRequest(prompt_ids=[1, 2, 3, 10 + i], n=2, max_tokens=256) for i 
 def fleet(ray_local, tiny_model_path):
     cfg = load_config(None, [
         f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
-        "rollout.num_workers=2", "rollout.kv_cache_gib=1", "rollout.max_restarts=2",
+        "rollout.num_workers=2", "rollout.kv_cache_gib=0.25", "rollout.max_restarts=2",
         "rollout.in_process_engine=true",  # exact seeded repeats (docs/reliability.md)
     ])  # fmt: skip
     fleet = RolloutFleet.start(cfg, tiny_model_path)

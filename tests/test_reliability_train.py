@@ -47,7 +47,7 @@ def _args(model: str, data: Path, run: Path, max_steps: int, failures: Path | No
         "episode.num_reflections=2", "episode.max_reflection_tokens=12",
         "episode.max_retry_tokens=12", "learner.failures_per_step=2",
         "learner.micro_batch_size=2", "learner.lr=1e-3", f"learner.max_steps={max_steps}",
-        "logging.checkpoint_every=1", "logging.keep_checkpoints=5", "rollout.kv_cache_gib=1",
+        "logging.checkpoint_every=1", "logging.keep_checkpoints=5", "rollout.kv_cache_gib=0.25",
         "rollout.in_process_engine=true",  # exact seeded repeats (docs/reliability.md)
         "logging.progress=false", f"logging.output_dir={run}",
         *([f"data.failures={failures}"] if failures else []),

@@ -135,3 +135,20 @@ def test_sleep_and_wake_are_logged_no_ops_on_cpu(ray_local, rollout_worker, prom
     assert ray_local.get(rollout_worker.wake_up.remote()) is False
     out = ray_local.get(rollout_worker.generate.remote([GenRequest(prompt, max_tokens=4)]))
     assert len(out[0][0].token_ids) >= 1
+
+
+def test_kv_cache_is_the_configured_fraction_of_a_gib(ray_local, rollout_worker, tiny_model_path):
+    """The session's engine asks for 0.25 GiB (conftest): vLLM's own CPU knob takes whole GiB,
+    which once made every fraction 1 GiB. The blocks vLLM allocated hold exactly that."""
+    from transformers import AutoConfig
+
+    from rrr.actors.vllm_engine import kv_cache_bytes
+
+    def blocks(engine) -> tuple[int, int]:
+        cache = engine.llm.llm_engine.vllm_config.cache_config
+        return cache.num_gpu_blocks, cache.block_size
+
+    num_blocks, block_size = ray_local.get(rollout_worker.__ray_call__.remote(blocks))
+    model = AutoConfig.from_pretrained(tiny_model_path)
+    per_token = model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim * 4
+    assert num_blocks * block_size * per_token == kv_cache_bytes(0.25) == 1 << 28

@@ -86,7 +86,7 @@ def tied_fleet(ray_local, tied_model_path):
     from rrr.core.config import load_config
 
     cfg = load_config(None, [f"model.name_or_path={tied_model_path}", "model.max_model_len=1024",
-                             "rollout.num_workers=2", "rollout.kv_cache_gib=1",
+                             "rollout.num_workers=2", "rollout.kv_cache_gib=0.25",
                              "rollout.num_cpus_per_worker=1"])  # fmt: skip
     fleet = RolloutFleet.start(cfg, tied_model_path)
     yield fleet

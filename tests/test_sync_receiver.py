@@ -37,7 +37,7 @@ def odd_vocab_worker(ray_local, odd_vocab_model):
     from rrr.actors.rollout_worker import RolloutWorker
 
     worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=odd_vocab_model, max_model_len=1024, kv_cache_gib=1, seed=0
+        model_path=odd_vocab_model, max_model_len=1024, kv_cache_gib=0.25, seed=0
     )
     ray_local.get(worker.ping.remote())
     yield worker

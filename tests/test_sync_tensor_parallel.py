@@ -14,7 +14,7 @@ def test_collective_sync_reaches_both_tensor_parallel_workers(ray_local, tiny_mo
     from rrr.learner.weight_sync import CollectiveSync, make_weight_sync
 
     worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=tiny_model_path, max_model_len=1024, kv_cache_gib=1, seed=0,
+        model_path=tiny_model_path, max_model_len=1024, kv_cache_gib=0.25, seed=0,
         tensor_parallel_size=2,
     )  # fmt: skip
     group = _learner_group(tiny_model_path, backend="torch")

@@ -33,6 +33,7 @@ def _tiny_run(model: str, data: Path) -> list[str]:
         "episode.num_reflections=2", "episode.max_reflection_tokens=8",
         "episode.max_retry_tokens=8", "learner.failures_per_step=2",
         "learner.micro_batch_size=2", "learner.lr=1e-4",
+        "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true",
     ]  # fmt: skip
 
 
@@ -41,7 +42,7 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
     run = tmp_path / "run"
     args = [
         *_tiny_run(tiny_model_path, sample_data), "learner.max_steps=2",
-        "logging.checkpoint_every=1", "logging.keep_checkpoints=2", "rollout.kv_cache_gib=1",
+        "logging.checkpoint_every=1", "logging.keep_checkpoints=2",
         # Colocated, as on one GPU: learner and rollout worker share a placement-group bundle;
         # sleep/wake and the learner's cache release are no-ops on a CPU, the path is the same.
         "cluster.colocate=true",
@@ -152,10 +153,11 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
     run = tmp_path / "async"
     args = [
         *_tiny_run(tiny_model_path, sample_data), "learner.max_steps=3",
-        "rollout.max_staleness=1", "learner.tis_cap=2.0", "rollout.kv_cache_gib=1",
-        # long enough for the kill to land while step 3's rollout runs; no engine child process
+        "rollout.max_staleness=1", "learner.tis_cap=2.0",
+        # long enough for the kill to land while step 3's rollout runs (the in-process engine
+        # of _tiny_run: no engine child process)
         "episode.max_reflection_tokens=32", "episode.max_retry_tokens=32",
-        "rollout.in_process_engine=true", "rollout.max_restarts=1",
+        "rollout.max_restarts=1",
         "logging.checkpoint_every=1", f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
     before = set(actors_by_state("RolloutWorker").get("ALIVE", []))

@@ -34,6 +34,12 @@ def on_cpu() -> bool:
         return True
 
 
+def kv_cache_bytes(gib: float) -> int:
+    """rollout.kv_cache_gib in bytes, whole pages of 4 KiB."""
+    page = 4096
+    return max(page, int(gib * (1 << 30)) // page * page)
+
+
 def cpu_thread_binds(cores: int, tensor_parallel: int) -> tuple[str, int]:
     """VLLM_CPU_OMP_THREADS_BIND for `tensor_parallel` vLLM workers on `cores` cores ("|"
     separates the workers' core ranges) and the OpenMP threads each gets. With fewer cores than
@@ -46,9 +52,8 @@ def cpu_thread_binds(cores: int, tensor_parallel: int) -> tuple[str, int]:
     return "|".join(ranges), per
 
 
-def _cpu_env(kv_cache_gib: float, cpu_threads: str, tensor_parallel: int = 1) -> None:
+def _cpu_env(cpu_threads: str, tensor_parallel: int = 1) -> None:
     """vLLM's CPU backend reads these at engine start (docs/cpu-stack.md)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     binds, threads = cpu_thread_binds(os.cpu_count() or 1, tensor_parallel)
     if cpu_threads:
@@ -87,7 +92,7 @@ class VLLMEngine(WeightEndpoint):
         if not Path(model_path).exists() and model_path.startswith(("/", ".", "~")):
             raise EngineStartError(f"model path {model_path!r} does not exist")
         if cpu:
-            _cpu_env(kv_cache_gib, cpu_threads, tensor_parallel_size)
+            _cpu_env(cpu_threads, tensor_parallel_size)
         if in_process:
             # Read by vLLM when the engine is built; this process hosts only this engine.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -105,6 +110,10 @@ class VLLMEngine(WeightEndpoint):
             from rrr.actors.crn_logits import FQCN
 
             extra["logits_processors"] = [FQCN]
+            # The KV cache's size in bytes, so a fraction of a GiB is what it says (vLLM's
+            # VLLM_CPU_KVCACHE_SPACE takes whole GiB: 0.25 became 1). A user's
+            # VLLM_CPU_KVCACHE_SPACE still wins: vLLM's CPU platform reads it after this.
+            extra["kv_cache_memory_bytes"] = kv_cache_bytes(kv_cache_gib)
         # Tensor parallelism on vLLM's CPU build runs its workers as processes.
         if cpu and tensor_parallel_size > 1:
             extra["distributed_executor_backend"] = "mp"

@@ -191,7 +191,11 @@ class RolloutConfig:
     )
     num_cpus_per_worker: float = _f(1.0, "CPUs Ray reserves per rollout worker.")
     gpu_memory_utilization: float = _f(0.85, "vLLM's share of GPU memory (lower it colocated).")
-    kv_cache_gib: float = _f(2.0, "KV-cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: float = _f(
+        2.0,
+        "KV-cache size on CPU in GiB (fractions too; vLLM's VLLM_CPU_KVCACHE_SPACE overrides "
+        "it). Allocated in full at start: the largest share of an engine's memory on a CPU.",
+    )
     cpu_threads: str = _f(
         "", "CPU cores vLLM binds to on CPU, e.g. '0-1' (VLLM_CPU_OMP_THREADS_BIND); '' = all."
     )
@@ -437,7 +441,7 @@ _POSITIVE = {
     "failures.shard_size", "episode.num_reflections", "episode.retry_depth",
     "episode.max_attempt_tokens", "episode.max_reflection_tokens", "episode.max_retry_tokens",
     "rollout.num_workers", "rollout.tensor_parallel_size", "verifier.num_workers",
-    "learner.tis_cap",
+    "learner.tis_cap", "rollout.kv_cache_gib",
     "verifier.batch_size", "learner.num_learners", "learner.max_steps",
     "learner.failures_per_step", "learner.micro_batch_size", "sync.bucket_mb",
     "sync.every_n_steps", "logging.log_every", "logging.checkpoint_every",
