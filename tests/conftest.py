@@ -21,7 +21,7 @@ may carry it by hand when it alone takes tens of seconds. A unit test that start
 builds a model anyway fails (`_unit_guard`), so the tiers stay true as tests change.
 
 Two workers (`pytest -n 2`, the README's and CI's command; pytest-xdist): each takes whole
-modules (`xdist_group` = the module), so a module's fixtures start its engines once. The
+modules (`work_unit`), so a module's fixtures start its engines once. The
 modules in MEMORY_HEAVY form one group, run one after another on one worker: two of them side
 by side outgrow a 24 GiB machine (Ray's memory monitor killed their actors). A worker's
 session has its own Ray and its own `rollout_worker`.
@@ -85,7 +85,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier)
         if tier != "unit" and item.get_closest_marker("slow") is None:
             item.add_marker("slow")
-        item.add_marker(pytest.mark.xdist_group(_group_of(item)))
     if hasattr(config, "workerinput"):  # an xdist worker: the work queue follows this order
         items.sort(key=_queue_rank)
     config.stash[COLLECTED] = [
@@ -110,18 +109,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _TIER = pytest.StashKey[str]()
 
 
-def _group_of(item: pytest.Item) -> str:
-    module = item.path.name
-    return MEMORY_HEAVY_GROUP if module in MEMORY_HEAVY else module
+def work_unit(nodeid: str) -> str:
+    """What one `-n 2` worker takes at once: a whole module, or all of MEMORY_HEAVY."""
+    module = nodeid.split("::", 1)[0]
+    return MEMORY_HEAVY_GROUP if Path(module).name in MEMORY_HEAVY else module
 
 
 def _queue_rank(item: pytest.Item) -> int:
     """The memory-heavy group first (the longest unit of work), then the other stack, model
     and unit modules: long units start early and short ones fill the end (the sort is stable,
     so each module keeps its own order)."""
-    if _group_of(item) == MEMORY_HEAVY_GROUP:
+    if work_unit(item.nodeid) == MEMORY_HEAVY_GROUP:
         return 0
     return 1 + TIERS[::-1].index(item.stash[_TIER])
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's scope scheduler with our units (xdist's own `--dist loadgroup` marks do not
+    reach it under pytest 9.2, which no longer reads the node id xdist rewrites)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ModuleUnits(config, log)
 
 
 class TierError(AssertionError):
