@@ -19,12 +19,6 @@ Tiers: every test gets exactly one of three markers, from what it uses (`tier_of
 `slow` (what `-m "not slow"` leaves out) is added to every model and stack test; a unit test
 may carry it by hand when it alone takes tens of seconds. A unit test that starts Ray or
 builds a model anyway fails (`_unit_guard`), so the tiers stay true as tests change.
-
-Two workers (`pytest -n 2`, the README's and CI's command; pytest-xdist): each takes whole
-modules (`work_unit`), so a module's fixtures start its engines once. The
-modules in MEMORY_HEAVY form one group, run one after another on one worker: two of them side
-by side outgrow a 24 GiB machine (Ray's memory monitor killed their actors). A worker's
-session has its own Ray and its own `rollout_worker`.
 """
 
 from __future__ import annotations
@@ -46,13 +40,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 TIERS = ("unit", "model", "stack")
-# Modules whose runs hold several GiB at their peak (an end-to-end run with its learner, engines
-# and verifiers; a second Ray head): with `-n 2` they run one after another on one worker.
-MEMORY_HEAVY = frozenset({
-    "test_learnability.py", "test_plugin_train.py", "test_job_submit.py", "test_dashboard.py",
-    "test_cluster_cpu.py", "test_reliability_train.py", "test_train_real.py", "test_sync.py",
-})  # fmt: skip
-MEMORY_HEAVY_GROUP = "memory-heavy"
 # Fixtures that start Ray or a vLLM engine (a fixture that requests one, such as a test
 # module's actor fleet, counts too: pytest lists the whole closure in item.fixturenames).
 STACK_FIXTURES = frozenset({"ray_local", "rollout_worker"})
@@ -85,8 +72,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(tier)
         if tier != "unit" and item.get_closest_marker("slow") is None:
             item.add_marker("slow")
-    if hasattr(config, "workerinput"):  # an xdist worker: the work queue follows this order
-        items.sort(key=_queue_rank)
     config.stash[COLLECTED] = [
         {"id": item.nodeid, "fixtures": sorted(getattr(item, "fixturenames", ())),
          "marks": sorted({m.name for m in item.iter_markers()})}
@@ -109,33 +94,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 _TIER = pytest.StashKey[str]()
 
 
-def work_unit(nodeid: str) -> str:
-    """What one `-n 2` worker takes at once: a whole module, or all of MEMORY_HEAVY."""
-    module = nodeid.split("::", 1)[0]
-    return MEMORY_HEAVY_GROUP if Path(module).name in MEMORY_HEAVY else module
-
-
-def _queue_rank(item: pytest.Item) -> int:
-    """The memory-heavy group first (the longest unit of work), then the other stack, model
-    and unit modules: long units start early and short ones fill the end (the sort is stable,
-    so each module keeps its own order)."""
-    if work_unit(item.nodeid) == MEMORY_HEAVY_GROUP:
-        return 0
-    return 1 + TIERS[::-1].index(item.stash[_TIER])
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """xdist's scope scheduler with our units (xdist's own `--dist loadgroup` marks do not
-    reach it under pytest 9.2, which no longer reads the node id xdist rewrites)."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ModuleUnits(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid)
-
-    return ModuleUnits(config, log)
-
-
 class TierError(AssertionError):
     pass
 
@@ -150,21 +108,6 @@ def pytest_runtest_setup(item: pytest.Item):
 def pytest_runtest_call(item: pytest.Item):
     with _unit_guard(item):
         return (yield)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """After a model or stack test, hand the memory it freed back to the system: a worker
-    lives for the whole session, and the heap its in-process drivers and models leave grows
-    by GiBs that the other worker's runs need (glibc keeps freed heap otherwise)."""
-    if item.stash.get(_TIER, "unit") == "unit":
-        return
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 # What a unit test may not do, as (module, attribute): watched only once the module is imported,

@@ -15,15 +15,7 @@ import pytest
 import ray
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tests.conftest import (
-    COLLECTED,
-    MEMORY_HEAVY,
-    MEMORY_HEAVY_GROUP,
-    MODEL_FIXTURES,
-    STACK_FIXTURES,
-    TIERS,
-    work_unit,
-)
+from tests.conftest import COLLECTED, MODEL_FIXTURES, STACK_FIXTURES, TIERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,15 +89,3 @@ def test_a_unit_test_cannot_start_ray_or_build_a_model() -> None:
                        num_attention_heads=1, num_key_value_heads=1)  # fmt: skip
     with pytest.raises(AssertionError, match="unit tier but builds a model"):
         LlamaForCausalLM(tiny)
-
-
-def test_memory_heavy_modules_exist_and_run_ray(collected: list[dict]) -> None:
-    """The modules `pytest -n 2` keeps on one worker: a renamed module would silently run
-    beside another heavy one again."""
-    by_module: dict[str, set[str]] = {}
-    for r in collected:
-        by_module.setdefault(r["id"].split("::")[0].removeprefix("tests/"), set()).update(_tiers(r))
-    assert set(by_module) >= MEMORY_HEAVY, sorted(MEMORY_HEAVY - set(by_module))
-    assert all("stack" in by_module[m] for m in MEMORY_HEAVY)
-    units = {work_unit(r["id"]) for r in collected}
-    assert units == {f"tests/{m}" for m in set(by_module) - MEMORY_HEAVY} | {MEMORY_HEAVY_GROUP}
