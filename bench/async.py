@@ -136,7 +136,8 @@ def measure(config: str, steps: int, staleness: int, out: Path) -> dict[str, flo
     m = read_steps(out / "metrics.jsonl")
     return {
         "steps_s": sum(x["timing/step_s"] for x in m),
-        "overlap_s": statistics.mean(x.get("rollout/overlap_s", 0.0) for x in m[1:]),
+        # a step's overlap is its own (the next rollout beside its learning); the last has none
+        "overlap_s": statistics.mean(x.get("rollout/overlap_s", 0.0) for x in m[:-1] or m),
         "staleness": statistics.mean(x.get("rollout/staleness", 0.0) for x in m),
         "tokens_per_s": statistics.mean(x["rollout/tokens_per_s"] for x in m),
     }

@@ -2,7 +2,7 @@
 of one plain in-memory copy of the same bytes (torch.clone of every tensor), in one run.
 
   collective        learner rank 0 broadcasts packed buckets over a gloo group to both
-                    engines' vLLM workers (rrr/learner/sync_sender.py)
+                    engines' vLLM workers (learner/sync_sender.py)
   object_store/shm  one safetensors file in /dev/shm that both engines read
   bound             torch.clone of every tensor once (a receiver must at least write the
                     bytes once; two receivers on one machine write them twice, in parallel)

@@ -32,23 +32,74 @@ def check_runtime_env(env: dict) -> None:
     assert int(env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"]) >= 60
 
 
-def test_runtime_env_is_valid_for_ray():
+def gpu_requirements() -> list[str]:
+    """What a GPU job needs installed: pyproject.toml's dependencies plus its `gpu` extra."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["gpu"]]
+
+
+def requirements_file() -> list[str]:
+    lines = (CLUSTER / "requirements-gpu.txt").read_text().splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_the_gpu_requirements_follow_pyproject():
+    assert requirements_file() == gpu_requirements(), (
+        "cluster/requirements-gpu.txt is out of date; its lines should be:\n"
+        + "\n".join(gpu_requirements())
+    )
+
+
+def test_runtime_env_is_valid_for_ray(monkeypatch: pytest.MonkeyPatch):
+    """Each submission runs its own code (working_dir, never an installed rrr: nothing in pip
+    names the project) and its own dependencies: Ray reads the requirements file at submit
+    time, so the list it hashes into its env cache key is the file's content."""
+    from ray.runtime_env import RuntimeEnv
+
+    monkeypatch.chdir(ROOT)  # `ray job submit` runs from the repository root (cluster/README.md)
     env = load("runtime_env.yaml")
     check_runtime_env(env)
     assert env["working_dir"] == "."
-    assert any("[gpu]" in p for p in env["pip"]["packages"])
+    packages = RuntimeEnv(**env)["pip"]["packages"]
+    assert [p for p in packages if p.strip() and not p.startswith("#")] == gpu_requirements()
+    assert not any("RAY_RUNTIME_ENV_CREATE_WORKING_DIR" in p or p.startswith((".", "rrr"))
+                   for p in packages)  # fmt: skip
+
+
+def test_the_job_runs_rrr_from_its_working_dir():
+    """rrr is not installed in the job's env, so every recipe runs `python -m rrr`, never the
+    `rrr` console script; `python -m rrr` is the CLI."""
+    import subprocess
+    import sys
+
+    recipes = [load("rayjob.yaml")["spec"]["entrypoint"]]
+    readme = (CLUSTER / "README.md").read_text()
+    recipes += [c for c in re.findall(r"ray job submit[^`]*?-- ([^\n]+)", readme)]
+    assert len(recipes) >= 4
+    for command in recipes:
+        assert not re.search(r"(^|&& )rrr ", command.strip()), command
+        assert "python -m rrr " in command, command
+    done = subprocess.run([sys.executable, "-m", "rrr", "--help"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "build-failures" in done.stdout, done.stderr
 
 
 def test_rayjob_manifest():
     job = load("rayjob.yaml")
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     entrypoint = job["spec"]["entrypoint"]
-    match = re.search(r"rrr train --config (configs/\S+\.yaml)", entrypoint)
+    match = re.search(r"python -m rrr train --config (configs/\S+\.yaml)", entrypoint)
     assert match, entrypoint
     assert (ROOT / match.group(1)).is_file()
     for config in re.findall(r"--config (\S+)", entrypoint):
         assert (ROOT / config).is_file(), config
-    check_runtime_env(yaml.safe_load(job["spec"]["runtimeEnvYAML"]))
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    check_runtime_env(env)
+    # the submitter pod has no requirements file: the list is written out, the same list
+    assert env["pip"]["packages"] == gpu_requirements()
+    assert "refs/heads" not in env["working_dir"]  # Ray caches a URL: a commit, not a branch
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
     (group,) = cluster["workerGroupSpecs"]

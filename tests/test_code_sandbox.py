@@ -1,4 +1,4 @@
-"""Hostile programs in the code sandbox (rrr/verifiers/sandbox.py): each ends in bounded time as a
+"""Hostile programs in the code sandbox (verifiers/sandbox.py): each ends in bounded time as a
 failed verdict, and nothing outside its own directory changes. Where the OS layer alone should
 stop a program, it runs twice: with the audit guard and without it (guard=False), so each
 layer is shown to hold on its own. Light: one short-lived process per case, no Ray, no model.

@@ -1,4 +1,4 @@
-"""Keyed evaluation noise on a real vLLM CPU engine (rrr/actors/crn_logits.py): a keyed request
+"""Keyed evaluation noise on a real vLLM CPU engine (actors/crn_logits.py): a keyed request
 samples the same tokens in any batch, beside training requests that keep vLLM's own sampling
 and log-probs, and its first token follows softmax(logits / T) of the model."""
 

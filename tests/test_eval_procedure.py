@@ -6,6 +6,7 @@ tests/test_eval_crn.py runs the same procedure on a real vLLM engine."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from transformers import AutoTokenizer
@@ -17,7 +18,8 @@ from rrr.core.crn import noise_key
 from rrr.core.episodes import EpisodeEngine
 from rrr.core.generation import GenRequest, Sample
 from rrr.core.tasks import get_task
-from rrr.driver.evaluate import evaluate, load_eval_rows, run_placebo
+from rrr.driver import evaluate as evaluate_module
+from rrr.driver.evaluate import chunk_spans, evaluate, load_eval_rows, run_placebo
 
 ROWS = [{"nums": [1, 2], "target": 3}, {"nums": [2, 5], "target": 7}, {"nums": [4, 4], "target": 8}]
 
@@ -137,6 +139,73 @@ def test_greedy_evaluation_draws_no_noise(tok):
     engine = EpisodeEngine(task, ChatRenderer(tok), gen, LocalVerifier(task), cfg.episode, 2048)
     results = evaluate(cfg, engine, ROWS)
     assert results["noise"] == "greedy" and all(r.noise_keys is None for r in gen.requests)
+
+
+def test_chunks_cover_every_problem_once_near_equal_and_not_too_small():
+    # replicate-cpu: 517 problems x 4 on one CPU worker (>= 128 samples a call): 16 calls.
+    spans = chunk_spans(517, 4, 128, 20)
+    assert [i for s in spans for i in s] == list(range(517))
+    assert len(spans) == 16 and {len(s) for s in spans} <= {32, 33}
+    assert chunk_spans(100, 1, 1, 20) == [range(5 * i, 5 * i + 5) for i in range(20)]
+    assert chunk_spans(3, 4, 1, 20) == [range(0, 1), range(1, 2), range(2, 3)]  # never empty
+    assert chunk_spans(32, 1, 128, 20) == [range(0, 32)]  # small: one call, as before
+    assert chunk_spans(0, 4, 128, 20) == []
+
+
+class Calls(Keyed):
+    """Keyed, counting its generate calls."""
+
+    def __init__(self, tok):
+        super().__init__(tok)
+        self.calls = 0
+
+    def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
+        self.calls += 1
+        return super().generate(requests)
+
+
+def _evaluate(tok, overrides, first_tries_from=None):
+    cfg = load_config(None, ["eval.temperature=0.7", "eval.samples_per_problem=4",
+                             "eval.seed=7", *overrides])  # fmt: skip
+    task = get_task("countdown", "qwen")
+    gen = Calls(tok)
+    engine = EpisodeEngine(task, ChatRenderer(tok), gen, LocalVerifier(task), cfg.episode, 2048)
+    results = evaluate(cfg, engine, ROWS, first_tries_from=first_tries_from)
+    results.pop("seconds")
+    return results, gen
+
+
+def test_chunked_evaluation_changes_no_outcome_and_its_bars_count_every_sample(
+    tok, monkeypatch, capsys
+):
+    """Issue 31: the bar moves per chunk of problems (one generate call each); the chunks leave
+    every outcome, text and example as one call over everything gives, and the bars go to
+    stderr only when logging.progress is on."""
+    whole, gen = _evaluate(tok, ["logging.progress=false"])
+    assert gen.calls == 3  # first tries, reflections, retries: one call each
+    assert capsys.readouterr() == ("", "")  # progress off: nothing at all
+    # One problem (first tries) or one failed sample (reflection + retry) per call.
+    monkeypatch.setitem(evaluate_module.CHUNK_PER_WORKER, "cpu", 1)
+    monkeypatch.setattr(evaluate_module, "PROGRESS_STEPS", 1000)
+    chunked, gen = _evaluate(tok, ["logging.progress=true"])
+    failed = whole["num_samples"] - whole["first_try_correct"]
+    assert 0 < failed < whole["num_samples"]  # both phases have work: the test has teeth
+    assert gen.calls == len(ROWS) + 2 * failed
+    assert chunked == whole
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout stays the commands' JSON and tables
+    # Each bar ends at all n x k samples (the 2nd try's starts at the first tries that were right).
+    assert re.search(r"eval 1st try: 100%.*\b12/12\b", err)
+    assert re.search(r"eval 2nd try: 100%.*\b12/12\b", err)
+    assert re.search(rf"eval 2nd try:\s+\d+%.*\b{12 - failed}/12\b", err)
+    # Reused first tries: no first-try bar, the same second tries.
+    reused, _ = _evaluate(tok, ["logging.progress=true"], first_tries_from=json.loads(
+        json.dumps(whole)))  # fmt: skip
+    assert [q["second_outcomes"] for q in reused["per_query"]] == [
+        q["second_outcomes"] for q in whole["per_query"]
+    ]
+    err = capsys.readouterr().err
+    assert "eval 1st try" not in err and re.search(r"eval 2nd try: 100%.*\b12/12\b", err)
 
 
 def test_held_out_problems_are_distinct_and_the_universe_is_counted():

@@ -87,6 +87,9 @@ def test_rrr_judges_beside_another_verifiers_package(other_verifiers: Path) -> N
     out = subprocess.run(
         [sys.executable, "-c", probe], check=True, capture_output=True, text=True,
         env={"PYTHONPATH": str(other_verifiers), "PATH": "/usr/bin:/bin"},
+        # outside the repository: at its root, the folder verifiers/ is on sys.path first
+        # (and refuses a bare import by name; tests/test_import_flows.py)
+        cwd=other_verifiers.parent,
     )  # fmt: skip
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {

@@ -39,6 +39,7 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
         check=True, env=env, capture_output=True, timeout=180,
     )  # fmt: skip
     try:
+        _working_dir_imports_itself(dash, env)
         run = tmp_path / "run"
         entrypoint = (
             f"{sys.executable} -m rrr.driver.cli train --config configs/smoke-cpu.yaml "
@@ -53,12 +54,7 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
         t0 = time.time()
         cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
                "--working-dir", str(ROOT), "--", *entrypoint.split()]  # fmt: skip
-        for _ in range(30):
-            submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            # Right after `ray start` the dashboard answers before its job agent is up.
-            if "No available agent" not in submit.stderr + submit.stdout:
-                break
-            time.sleep(2)
+        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         logs = submit.stdout + submit.stderr
         assert submit.returncode == 0, logs[-4000:]
         assert "succeeded" in logs.lower(), logs[-4000:]
@@ -68,6 +64,41 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
         _stop_drill(dash, env, entrypoint, run, tmp_path / "stopped")
     finally:
         _stop_head(gcs)
+
+
+# Where a job's rrr, rrr.actors, rrr.learner and rrr.verifiers come from, and whether a
+# vLLM-style child process (a fresh interpreter started by the job, as vLLM starts its workers)
+# resolves the worker extension by its dotted name to the same copy.
+_WHERE = (
+    "import json, subprocess, sys, rrr.actors, rrr.learner, rrr.verifiers; "
+    "child = subprocess.run([sys.executable, '-c', 'import rrr.actors.worker_extension as w; "
+    "print(w.__file__)'], capture_output=True, text=True).stdout.strip(); "
+    "print('WHERE' + json.dumps({'rrr': rrr.__file__, 'actors': rrr.actors.__file__, "
+    "'learner': rrr.learner.__file__, 'verifiers': rrr.verifiers.__file__, 'child': child}))"
+)
+
+
+def _working_dir_imports_itself(dash: int, env: dict) -> None:
+    """Import flow (c) of tests/test_import_flows.py, for real: Ray unpacks the working_dir
+    elsewhere and runs the job there; every rrr module comes from that copy, not from this
+    checkout (installed editable in the same venv)."""
+    import json
+
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+           "--working-dir", str(ROOT), "--", str(BIN / "python"), "-c", _WHERE]  # fmt: skip
+    for _ in range(30):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent" not in done.stderr + done.stdout:  # right after `ray start`
+            break
+        time.sleep(2)
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs[-3000:]
+    where = json.loads(logs.split("WHERE", 1)[1].splitlines()[0])
+    copy = Path(where["rrr"]).parents[1]
+    assert copy != ROOT and "working_dir_files" in str(copy), where
+    for name in ("actors", "learner", "verifiers"):
+        assert Path(where[name]) == copy / name / "__init__.py", where
+    assert Path(where["child"]) == copy / "actors" / "worker_extension.py", where
 
 
 def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -> None:

@@ -2,7 +2,9 @@
 
     rrr.verifiers  <-  rrr.core  <-  rrr.actors, rrr.learner  <-  rrr.driver
 
-One folder under rrr/ per layer, so a picture of the folders is a picture of the layers.
+One folder per layer, so a picture of the folders is a picture of the layers. The product card
+puts actors/, learner/ and verifiers/ at the top of the repository; they are imported only as
+rrr.actors, rrr.learner and rrr.verifiers (rrr/__init__.py, pyproject.toml's package-dir).
 
 A module may import its own layer and the layers below it, never one above, and never a sibling
 package of its own layer (actors and learner meet only in the driver; what both need, such as
@@ -17,9 +19,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# Higher number = higher layer; one folder under rrr/ each.
+# Higher number = higher layer; one folder each.
 LAYERS: list[tuple[str, int]] = [
     ("rrr.verifiers", 0),
     ("rrr.core", 1),
@@ -27,6 +31,14 @@ LAYERS: list[tuple[str, int]] = [
     ("rrr.learner", 2),
     ("rrr.driver", 3),
 ]
+# Where each layer's folder sits, relative to the repository root.
+FOLDERS: dict[str, str] = {
+    "rrr.verifiers": "verifiers",
+    "rrr.core": "rrr/core",
+    "rrr.actors": "actors",
+    "rrr.learner": "learner",
+    "rrr.driver": "rrr/driver",
+}
 
 
 def layer_of(module: str) -> int | None:
@@ -42,7 +54,14 @@ def package_of(module: str) -> str:
 
 
 def module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
+    """The dotted name a file is imported as: its layer folder's package, then the rest."""
+    rel = path.relative_to(root).with_suffix("")
+    for package, folder in FOLDERS.items():
+        if rel.parts[: len(Path(folder).parts)] == Path(folder).parts:
+            parts = [package, *rel.parts[len(Path(folder).parts) :]]
+            break
+    else:
+        parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -66,7 +85,9 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 def upward_imports(package_dirs: list[Path], root: Path = ROOT) -> list[str]:
     bad = []
     for directory in package_dirs:
-        for path in sorted(directory.rglob("*.py")):
+        files = sorted(directory.rglob("*.py"))
+        assert files, f"no module to check in {directory}: the layer folders moved?"
+        for path in files:
             here = layer_of(module_name(path, root))
             assert here is not None, path
             seen: set[int] = set()  # one report per import statement
@@ -81,30 +102,39 @@ def upward_imports(package_dirs: list[Path], root: Path = ROOT) -> list[str]:
 
 
 def test_no_module_imports_a_layer_above_it_or_a_sibling() -> None:
-    dirs = [ROOT / "rrr" / name.split(".")[1] for name, _ in LAYERS]
+    dirs = [ROOT / FOLDERS[name] for name, _ in LAYERS]
+    checked = sum(len(list(d.rglob("*.py"))) for d in dirs)
+    assert checked > 50, f"only {checked} modules found to check"
     bad = upward_imports(dirs)
     assert not bad, "imports that reach up a layer or across to a sibling:\n" + "\n".join(bad)
 
 
 def test_every_module_sits_in_a_layer_folder() -> None:
     """The folders are the layers: no module beside them under rrr/ (rrr/__init__.py, which
-    imports nothing, aside), and no top-level package other than rrr."""
+    imports no rrr module, aside); under rrr/ only core/ and driver/; at the top level the card's
+    three folders, and no other package."""
     stray = [
         str(p.relative_to(ROOT))
         for p in (ROOT / "rrr").glob("*.py")
-        if p.name != "__init__.py"
+        if p.name not in ("__init__.py", "__main__.py")
     ]
+    # `python -m rrr` is the CLI and nothing else (a Ray job runs it from its working_dir)
+    main = [m for _, m in imported_modules(ROOT / "rrr" / "__main__.py")]
+    assert main == ["rrr.driver.cli", "rrr.driver.cli.main"]
     assert not stray, f"modules outside the layer folders: {stray}"
-    assert imported_modules(ROOT / "rrr" / "__init__.py") == []
-    folders = {p.name for p in (ROOT / "rrr").iterdir() if (p / "__init__.py").exists()}
-    assert folders == {name.split(".")[1] for name, _ in LAYERS}
+    own = [m for _, m in imported_modules(ROOT / "rrr" / "__init__.py") if m.startswith("rrr")]
+    assert own == [], f"rrr/__init__.py imports {own}"
+    under_rrr = {p.name for p in (ROOT / "rrr").iterdir() if (p / "__init__.py").exists()}
+    assert under_rrr == {"core", "driver"}
+    top = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert top == {"rrr", "actors", "learner", "verifiers", "tests"}, top
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     """The check is not vacuous: a core module importing the driver is caught, function-level
     and `from rrr import driver` forms included."""
     core = tmp_path / "rrr" / "core"
-    core.mkdir(parents=True)
+    core.mkdir(parents=True)  # rrr/core/ -> rrr.core
     (core / "__init__.py").write_text("")
     (core / "x.py").write_text(
         "def f():\n    from rrr.driver.train import train\n    from rrr import driver\n"
@@ -118,13 +148,24 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
 
 def test_the_check_sees_a_sibling_import(tmp_path: Path) -> None:
     """rrr.actors and rrr.learner share a layer: one importing the other is caught."""
-    for name in ("actors", "learner"):
-        (tmp_path / "rrr" / name).mkdir(parents=True)
-        (tmp_path / "rrr" / name / "__init__.py").write_text("")
-    (tmp_path / "rrr" / "actors" / "ext.py").write_text(
+    for name in ("actors", "learner"):  # top-level folders, as in the repository
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "actors" / "ext.py").write_text(
         "def f():\n    from rrr.learner.buckets import x\n"
     )
-    (tmp_path / "rrr" / "learner" / "w.py").write_text("import rrr.core.grpo\n")  # down: fine
-    dirs = [tmp_path / "rrr" / "actors", tmp_path / "rrr" / "learner"]
+    (tmp_path / "learner" / "w.py").write_text("import rrr.core.grpo\n")  # down: fine
+    dirs = [tmp_path / "actors", tmp_path / "learner"]
     bad = upward_imports(dirs, root=tmp_path)
-    assert bad == ["rrr/actors/ext.py:2 imports rrr.learner.buckets"]
+    assert bad == ["actors/ext.py:2 imports rrr.learner.buckets"]
+
+
+def test_module_names_follow_the_folders() -> None:
+    assert module_name(ROOT / "actors" / "vllm_engine.py", ROOT) == "rrr.actors.vllm_engine"
+    assert module_name(ROOT / "verifiers" / "__init__.py", ROOT) == "rrr.verifiers"
+    assert module_name(ROOT / "rrr" / "core" / "grpo.py", ROOT) == "rrr.core.grpo"
+
+
+def test_the_check_refuses_an_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="no module to check"):
+        upward_imports([tmp_path], root=tmp_path)

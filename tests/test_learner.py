@@ -316,7 +316,7 @@ def test_deepspeed_zero2_on_cpu_matches_the_torch_engine_and_resumes(
     """DeepSpeed runs on this CPU (ZeRO-2; its first start JIT-builds a comm op): same losses
     and grad norms as the plain torch engine, and a bit-identical resume. The optimizer is
     torch's fused AdamW, offloaded or not (configs/single-gpu.yaml offloads): DeepSpeed's own
-    Adam ops would need a compiler at first use (rrr/learner/engines.py)."""
+    Adam ops would need a compiler at first use (learner/engines.py)."""
     pytest.importorskip("deepspeed")
     from rrr.learner import checkpoint as ckpt
 

@@ -168,7 +168,7 @@ def test_oversize_buckets_size_the_sync_buffers(capsys: pytest.CaptureFixture) -
 @pytest.mark.parametrize("offload", [False, True])
 def test_the_reference_budget_is_where_the_engine_puts_it(stage: int, offload: bool) -> None:
     """The plan counts the reference on the GPU exactly when the engine's reference config
-    keeps it there (rrr/learner/engines.py loads it under that config: a test in test_learner.py
+    keeps it there (learner/engines.py loads it under that config: a test in test_learner.py
     checks that zero.Init then partitions it to CPU memory)."""
     from rrr.learner.engines import deepspeed_config
 

@@ -5,11 +5,13 @@ standing in for generation and learning; tests/test_train_real.py runs it with r
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import pytest
 
+from rrr.core.timing import both_busy_share
 from rrr.driver.rollout_pipeline import (
     RolloutAbandoned,
     RolloutPipeline,
@@ -190,3 +192,46 @@ def test_running_ahead_is_true_only_while_the_ahead_rollout_generates():
     pipe.take(2)
     pipe.close()
     assert seen == [False, True, False]
+
+
+def test_background_spans_give_each_step_its_own_overlap_share():
+    """rollout/overlap_frac as the train loop computes it (rrr/driver/train.py train_step):
+    within each step's own window, the background rollout's spans against the learner's. Every
+    step's share is in [0, 1]; a step that starts a rollout ahead overlaps, the last one (none
+    ahead) does not; an abandoned rollout (a replaced worker) counts for the time it ran."""
+    lose, fleet = {"worker": False}, {"version": 0}
+
+    def produce(step):
+        version = fleet["version"]
+        time.sleep(0.03)
+        if lose["worker"]:
+            lose["worker"] = False
+            raise RolloutAbandoned("worker 1 replaced")
+        return Stamps([version] * 4), {}, {"consumed": step}
+
+    pipe = RolloutPipeline(produce, 1, resync=lambda: fleet["version"])
+    shares, ahead = [], []
+    for step in range(1, 4):
+        t_step = time.perf_counter()
+        pipe.take(step)
+        lose["worker"] = step == 2  # step 3's rollout loses its worker while step 2 learns
+        if step < 3:
+            pipe.start_ahead(step + 1)
+        learn_start = time.perf_counter()
+        time.sleep(0.05)
+        learn_span = (learn_start, time.perf_counter())
+        pipe.idle()
+        fleet["version"] = step  # the push
+        pipe.pushed(step)
+        window = (t_step, time.perf_counter())
+        spans = pipe.background_spans(since=t_step)
+        ahead.append(spans)
+        shares.append(both_busy_share(window, spans, [learn_span]))
+    pipe.close()
+    assert pipe.abandoned == 1
+    assert all(0.0 <= share <= 1.0 for share in shares)
+    assert shares[0] > 0 and shares[1] > 0 and shares[2] == 0
+    # idle() waited for each before the step ended: one finite span in steps 1 and 2 (step 2's
+    # the abandoned one), none in step 3 (its rollout was made again in take: waited for)
+    assert [len(spans) for spans in ahead] == [1, 1, 0]
+    assert all(end < math.inf for spans in ahead for _, end in spans)

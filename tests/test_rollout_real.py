@@ -3,6 +3,8 @@ and the token/mask alignment of real episodes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,6 +16,8 @@ from rrr.core.episodes import EpisodeEngine, Failure
 from rrr.core.generation import GenRequest
 from rrr.core.tasks import get_task
 from tests.helpers import hf_token_logprobs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +156,12 @@ def test_kv_cache_is_the_configured_fraction_of_a_gib(ray_local, rollout_worker,
     model = AutoConfig.from_pretrained(tiny_model_path)
     per_token = model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim * 4
     assert num_blocks * block_size * per_token == kv_cache_bytes(0.25) == 1 << 28
+
+
+def test_vllm_worker_runs_this_checkouts_extension(ray_local, rollout_worker):
+    """Import flow (d) of tests/test_import_flows.py: vLLM's worker process (a separate
+    process of the multiprocess engine) resolves `worker_extension_cls` by its dotted name
+    rrr.actors.worker_extension, and gets this checkout's top-level actors/ folder."""
+    info = ray_local.get(rollout_worker.sync_info.remote())
+    (worker,) = info["workers"]
+    assert Path(worker["code"]) == ROOT / "actors" / "worker_extension.py"

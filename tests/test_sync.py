@@ -228,7 +228,7 @@ def _step_sync_and_compare(ray_local, workers, group, sync) -> None:
     assert timings.bytes > 0 and timings.total_s > 0
     time.sleep(1)  # worker stderr reaches its file asynchronously
     warned = _reload_warnings(ray_local, marks)
-    assert not warned, f"vLLM warned on reload (rrr/actors/worker_extension.py): {warned[:3]}"
+    assert not warned, f"vLLM warned on reload (actors/worker_extension.py): {warned[:3]}"
     for worker in workers:
         ids1, vllm1 = sample(worker)
         after = learner_logprobs(ids1)

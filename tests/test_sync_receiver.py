@@ -1,4 +1,4 @@
-"""The collective receiver against vLLM's layerwise reload (rrr/actors/worker_extension.py).
+"""The collective receiver against vLLM's layerwise reload (actors/worker_extension.py).
 
 vLLM 0.32's in-place reload keeps the tensors it is given until a whole layer has arrived
 (q, k and v make one `qkv_proj`), or until its final pass (a vocabulary that vLLM pads is never

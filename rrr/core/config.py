@@ -404,7 +404,11 @@ class LoggingConfig:
     tensorboard: bool = _f(True, "Write TensorBoard event files to output_dir/tb.")
     wandb_project: str = _f("", "Also log to this Weights & Biases project when set.")
     ray_metrics: bool = _f(True, "Export metrics through ray.util.metrics (dashboard/Grafana).")
-    progress: bool = _f(True, "Progress bars on a terminal.")
+    progress: bool = _f(
+        True,
+        "Progress bars on stderr: `rrr build-failures`, `rrr eval` and the periodic evaluation "
+        "in `rrr train` (samples done, rate, time left), and `rrr train`'s steps on a terminal.",
+    )
 
     def __post_init__(self) -> None:
         if self.eval_size is not None:

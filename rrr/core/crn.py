@@ -17,7 +17,7 @@ vLLM adapter puts the chosen token's logit on top and the request decodes greedi
   key   = noise_key(seed, problem_key, sample, stage)     # 62 bits, on the driver
   token = sample(logits, key, position, T)                # in the vLLM worker, per step
 
-Pure functions (torch only); the vLLM adapter is rrr/actors/crn_logits.py.
+Pure functions (torch only); the vLLM adapter is actors/crn_logits.py.
 """
 
 from __future__ import annotations

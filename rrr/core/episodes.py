@@ -18,7 +18,7 @@ Samples without a reward. An episode whose outcome is unknown is not a failed re
 training it as one (reward 0) would punish the reflection for the verifier's fault or the
 context's size. So an episode that did not succeed is marked `drop_reason`:
 
-  verifier_error         a retry's verifier crashed or timed out (rrr/actors/verifier_pool.py): the
+  verifier_error         a retry's verifier crashed or timed out (actors/verifier_pool.py): the
                          retry may well have been right
   context_overflow       the reflection or a retry found no room left in model.max_model_len
   solved_before_reward   (rewarded_reflection > 0) the chain succeeded before the rewarded

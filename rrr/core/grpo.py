@@ -10,7 +10,7 @@ Data flow in the learner:
 
     adv = group_advantages(rewards, G)                       # [N], one per reflection
     mask = spans_to_mask(spans, T)                           # [N, T-1], aligned to targets
-    lp = gathered_logprobs(logits, index, targets, temperature)  # [N, T-1], rrr/learner/logprobs.py
+    lp = gathered_logprobs(logits, index, targets, temperature)  # [N, T-1], learner/logprobs.py
     loss, metrics = policy_loss(lp, old_lp, ref_lp, adv.advantages, mask)
 
 Mask convention (the ONLY place it is derived is `spans_to_mask`): a span [start, end) indexes
@@ -198,7 +198,7 @@ def gathered_logprobs(
     """log softmax(logits[b, index[b, p]] / temperature)[targets[b, p]], as [B, P] float32.
 
     THE log-prob kernel of rrr: the learner's forward passes (both batch layouts,
-    rrr/learner/layout.py) go through it. logits [B, K, V] are the outputs at K positions
+    learner/layout.py) go through it. logits [B, K, V] are the outputs at K positions
     of each row; index [B, P] picks one of them per target, so one position may serve several
     targets (the last context token of a shared-prefix row predicts the first token of each of
     its G reflections) and a target list may be shorter than K (pad picks with any valid index,

@@ -1,6 +1,6 @@
 """Per-GPU memory of a run, estimated from the config and the model's shape (no GPU needed).
 
-Learner rank (DeepSpeed mixed precision, `rrr/learner/engines.py::deepspeed_config`):
+Learner rank (DeepSpeed mixed precision, `learner/engines.py::deepspeed_config`):
   weights      w bytes/param (bf16: 2), sharded over L ranks by ZeRO-3
   gradients    4 bytes/param (fp32 accumulation, `grad_accum_dtype`), sharded by ZeRO-2 and 3
   optimizer    12 bytes/param (fp32 master copy + Adam m and v), sharded by ZeRO-1+; 0 on the
@@ -16,7 +16,7 @@ Collective weight sync (`sync_buffer_bytes`), outside both budgets above: learne
 two pack buffers of the largest bucket; every vLLM worker, during a push, holds the bucket being
 received, one whose layer is still loading and the largest bucket (an embedding, about 1 GiB at
 7B, travels alone above `sync.bucket_mb` and, with a padded vocabulary, waits for vLLM's final
-pass: rrr/actors/worker_extension.py).
+pass: actors/worker_extension.py).
 vLLM worker: `rollout.gpu_memory_utilization` x device memory, of which the weights (w/TP
 bytes/param) and an activation reserve; the rest is KV cache, which must hold at least one
 `model.max_model_len` sequence or vLLM refuses to start.

@@ -1,7 +1,7 @@
 """Where a run's actors land on a cluster, computed without starting anything.
 
-The rules are Ray's as rrr uses them (rrr/driver/stack.py, rrr/learner/group.py,
-rrr/actors/rollout_worker.py): the driver runs on the head node; the L learner ranks form one
+The rules are Ray's as rrr uses them (rrr/driver/stack.py, learner/group.py,
+actors/rollout_worker.py): the driver runs on the head node; the L learner ranks form one
 placement group with strategy PACK (as few nodes as possible: a cheap all-reduce); each
 rollout worker is one actor holding `rollout.num_gpus_per_worker` GPUs (its vLLM engine's
 tensor-parallel group); verifier actors take CPU anywhere. GPUs are devices with a capacity of
@@ -21,7 +21,7 @@ from rrr.core.config import Config
 from rrr.core.errors import RRRError
 from rrr.core.weights.backend import DeviceRef, choose_sync_backend
 
-VERIFIER_CPUS = 0.5  # each verifier actor's CPU reservation (rrr/actors/verifier_pool.py)
+VERIFIER_CPUS = 0.5  # each verifier actor's CPU reservation (actors/verifier_pool.py)
 HEAD_CPUS = 16  # the CPU head of cluster/ray-cluster.yaml (m6i.4xlarge)
 GPU_NODE_CPUS = 96  # CPUs Ray offers on a GPU node unless the spec says (p5.48xlarge: 192)
 EPS = 1e-9

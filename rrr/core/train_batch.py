@@ -4,7 +4,7 @@ log-probs and the group advantages over each group's valid members. Pure torch, 
 
 The reflection mask is derived exactly once, here, by `rrr.core.grpo.spans_to_mask`; the loss, the
 token counts (global normalisers) and the metrics all reuse that one tensor. Sharding it over
-ranks and micro-batches is the learner's (rrr/learner/packing.py).
+ranks and micro-batches is the learner's (learner/packing.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class TrainBatch:
     old_logprobs: torch.Tensor  # [B, T-1] float32: sampler log-probs at mask columns, else 0
     advantages: torch.Tensor  # [B] float32
     # [B] int64: the failure each row is one of the G reflections of (rows of one group share
-    # their context: rrr/learner/layout.py forwards it once)
+    # their context: learner/layout.py forwards it once)
     group_ids: torch.Tensor
     global_num_seqs: int  # normalisers of the FULL step batch (see rrr.core.grpo.policy_loss)
     global_num_tokens: int

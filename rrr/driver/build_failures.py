@@ -105,13 +105,12 @@ def _run_shards(
     todo: list[int],
     counts: dict[str, int],
 ) -> None:
-    from tqdm import tqdm
-
     from rrr.core import failure_data as fd
+    from rrr.driver.progress import progress_bar
 
     total = sum(len(s) for s in shards)
-    bar = tqdm(total=total, desc="build-failures", unit="q", disable=not cfg.logging.progress)
-    bar.update(total - sum(len(shards[i]) for i in todo))
+    done = total - sum(len(shards[i]) for i in todo)  # shards a run before this one wrote
+    bar = progress_bar(cfg.logging.progress, total, "build-failures", "q", initial=done)
     t0 = time.perf_counter()
     for index in todo:
         records = _failures_of(cfg, stack, shards[index])

@@ -28,6 +28,10 @@ One procedure for every evaluation (this one, and the periodic one inside `rrr t
 Accuracies are over all n x k samples (= the mean of per-problem rates); intervals and tests
 treat the problem as the unit (rrr/core/stats.py). Error shares are over all samples, as in
 Tables 4/5.
+
+Each phase (first tries; reflections and retries) runs in chunks of problems, and a progress
+bar on stderr ("eval 1st try", "eval 2nd try"; logging.progress) moves as each chunk comes back.
+The chunks change no outcome: a sample's noise is keyed on what it is, never on its batch.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from typing import Any
 
 from rrr.core.config import Config, ConfigError
 from rrr.core.crn import EvalNoise
-from rrr.core.episodes import EpisodeEngine, Failure
+from rrr.core.episodes import Episode, EpisodeEngine, Failure
 from rrr.core.stats import (
     discordance,
     minimum_detectable_effect,
@@ -54,12 +58,47 @@ from rrr.core.stats import (
     variance_components,
 )
 from rrr.core.tasks.base import Task
+from rrr.driver.progress import progress_bar
 from rrr.verifiers import Verdict
 
 log = logging.getLogger("rrr.eval")
 
 # The effect size the evaluation is sized for (issue 23): k is chosen so the MDE is this.
 TARGET_MDE = 0.03
+
+# An evaluation's generate calls (issue 31): each phase is cut into at most PROGRESS_STEPS
+# chunks, one call each, so its progress bar moves as chunks come back. The cut changes no
+# outcome: every sample's noise is keyed on (eval.seed, problem, sample, stage) (rrr/core/crn.py),
+# not on the batch that draws it, and greedy decoding draws none. A chunk holds at least
+# CHUNK_PER_WORKER samples per rollout worker, so each engine's batch stays about as full as in
+# one call over everything (vLLM batches at most 256 sequences on a CPU by default, 1024 on an
+# H100-class GPU); what a chunk costs is its tail, the last sequences decoding in a thin batch.
+PROGRESS_STEPS = 20
+CHUNK_PER_WORKER = {"cpu": 128, "gpu": 1024}
+
+
+def chunk_spans(items: int, per_item: int, min_samples: int, steps: int) -> list[range]:
+    """Contiguous, near-equal ranges over `items` (problems of `per_item` samples each): at most
+    `steps`, of about `min_samples` samples or more each (one range when all are fewer), never
+    an empty one."""
+    if items <= 0:
+        return []
+    total = items * per_item
+    size = max(min_samples, math.ceil(total / max(1, steps)), 1)
+    parts = max(1, min(items, total // size))
+    base, extra = divmod(items, parts)
+    spans, start = [], 0
+    for i in range(parts):
+        end = start + base + (1 if i < extra else 0)
+        spans.append(range(start, end))
+        start = end
+    return spans
+
+
+def _min_chunk(cfg: Config) -> int:
+    """Samples a generate call of an evaluation holds at least (CHUNK_PER_WORKER)."""
+    device = "gpu" if cfg.rollout.num_gpus_per_worker > 0 else "cpu"
+    return CHUNK_PER_WORKER[device] * cfg.rollout.num_workers
 
 
 def load_eval_rows(cfg: Config, task: Task) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -103,19 +142,28 @@ def evaluate(
         raise ConfigError(f"eval.samples_per_problem: {k} greedy samples are all the same")
     noise = EvalNoise(e.seed) if e.temperature > 0 else None
     t0 = time.perf_counter()
+    n = len(rows)
+    min_chunk = _min_chunk(cfg)
     if first_tries_from is None:
         first_engine = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
                                      cfg.episode, engine.max_model_len, noise=noise)  # fmt: skip
-        samples_, verdicts, _ = first_engine.first_attempts(
-            rows, n=k, temperature=e.temperature, max_tokens=e.max_tokens
-        )
-        attempts = [
-            [(s.token_ids, s.text, v) for s, v in zip(group, vs)] if vs else None
-            for group, vs in zip(samples_, verdicts)
-        ]
+        attempts: list[list[tuple[list[int], str, Any]] | None] = []
+        right = 0
+        with progress_bar(cfg.logging.progress, n * k, "eval 1st try", "sample") as bar:
+            for span in chunk_spans(n, k, min_chunk, PROGRESS_STEPS):
+                samples_, verdicts, _ = first_engine.first_attempts(
+                    rows[span.start : span.stop], n=k, temperature=e.temperature,
+                    max_tokens=e.max_tokens,
+                )  # fmt: skip
+                attempts += [
+                    [(s.token_ids, s.text, v) for s, v in zip(group, vs)] if vs else None
+                    for group, vs in zip(samples_, verdicts)
+                ]
+                right += sum(v.correct for vs in verdicts for v in vs)
+                bar.update(len(span) * k)
+                bar.set_postfix(right=f"{right / (span.stop * k):.1%}")
     else:
         attempts = reused_first_tries(engine, rows, first_tries_from, k)
-    n = len(rows)
     # first[i][j]: sample j of problem i right at the first try (a prompt longer than the
     # context has no samples: every one of its k counts as a context_overflow failure).
     first = [[bool(a[2].correct) for a in tries] if tries else [False] * k for tries in attempts]
@@ -144,8 +192,20 @@ def evaluate(
     )
     reflect = EpisodeEngine(engine.task, engine.renderer, engine.gen, engine.verifier,
                             reflect_cfg, engine.max_model_len, noise=noise)  # fmt: skip
-    batch = reflect.run(failures) if failures else None
-    episodes = batch.episodes if batch else []
+    episodes: list[Episode] = []
+    fixed_so_far = 0
+    # Over all n x k samples: those right at the first try (or whose prompt overflowed) are done.
+    done = n * k - len(failures)
+    with progress_bar(cfg.logging.progress, n * k, "eval 2nd try", "sample", done) as bar:
+        for span in chunk_spans(len(failures), 1, min_chunk, PROGRESS_STEPS):
+            batch = reflect.run(failures[span.start : span.stop])
+            # Indices into this chunk's failures -> into all of them.
+            episodes += [replace(ep, failure_index=span.start + ep.failure_index)
+                         for ep in batch.episodes]  # fmt: skip
+            fixed_so_far += sum(bool(ep.verdicts and ep.verdicts[0].correct)
+                                for ep in batch.episodes)  # fmt: skip
+            bar.update(len(span))
+            bar.set_postfix(fixed=f"{fixed_so_far / span.stop:.1%}")
     second = [list(row) for row in first]
     second_errors: Counter[str] = Counter()
     for ep in episodes:

@@ -13,7 +13,7 @@ Fatal (the run cannot work):
 Warnings (the run works, slower or with a fallback):
   /dev/shm          under 1 GiB: NCCL's intra-node transport and Ray's object store run short,
                     and the object-store weight sync falls back from /dev/shm (rrr/core/shm.py)
-Facts (nothing rrr needs since the optimizer is torch's own AdamW, rrr/learner/engines.py):
+Facts (nothing rrr needs since the optimizer is torch's own AdamW, learner/engines.py):
   ninja, nvcc, CUDA_HOME   what a DeepSpeed op build would need
 """
 

@@ -31,6 +31,7 @@ counts it).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -94,11 +95,19 @@ class RolloutPipeline:
         self.abandoned = 0  # rollouts dropped because a worker was replaced mid-rollout
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
         self._ahead: tuple[int, Future[Rollout]] | None = None
+        # [start, end] of the rollouts run in the background (end = math.inf while one runs)
+        self._spans: list[list[float]] = []
 
     def _run(self, step: int, version: int) -> Rollout:
         t0 = time.perf_counter()
         episodes, first_metrics, cursor = self.produce(step)
         return Rollout(step, version, episodes, first_metrics, cursor, t0, time.perf_counter())
+
+    def _run_ahead(self, step: int, version: int, span: list[float]) -> Rollout:
+        try:
+            return self._run(step, version)
+        finally:  # before the future is done, an abandoned rollout included
+            span[1] = time.perf_counter()
 
     def take(self, step: int) -> Rollout:
         """The rollout step `step` trains: the one started ahead for it, else one made now;
@@ -140,8 +149,18 @@ class RolloutPipeline:
             return False
         if step - 1 - self.fleet_version > self.max_staleness:
             return False  # the fleet's weights are too old (e.g. sync.every_n_steps > 1)
-        self._ahead = (step, self._pool.submit(self._run, step, self.fleet_version))
+        span = [time.perf_counter(), math.inf]
+        self._spans.append(span)
+        self._ahead = (step, self._pool.submit(self._run_ahead, step, self.fleet_version, span))
         return True
+
+    def background_spans(self, since: float) -> list[tuple[float, float]]:
+        """When the fleet generated beside the driver since `since` (time.perf_counter()):
+        the (start, end) of each rollout started ahead that ran then, an abandoned one
+        included; end is math.inf while it still runs. A rollout made in `take` is not one:
+        the driver waits for it."""
+        self._spans = [span for span in self._spans if span[1] >= since]
+        return [(start, end) for start, end in self._spans]
 
     def idle(self) -> None:
         """Wait until no rollout is running (call before the fleet's weights change). The

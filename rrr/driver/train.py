@@ -36,8 +36,8 @@ from rrr.core.data_cursor import EpochSampler
 from rrr.core.episodes import Failure
 from rrr.core.errors import RRRError
 from rrr.core.metrics import MetricsLogger, format_step_line, merge_metrics, under
-from rrr.core.timing import timed
-from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline, overlap_s
+from rrr.core.timing import Span, both_busy_s, both_busy_share, timed
+from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline
 
 if TYPE_CHECKING:
     from rrr.core.train_batch import TrainBatch
@@ -132,7 +132,6 @@ class Run:
     stop: StopRequested
     bar: Any  # tqdm
     staleness: list[float] = field(default_factory=list)  # of each trained batch
-    learn_span: tuple[float, float] = (0.0, 0.0)  # when the learner was busy, previous step
 
     def summary(self, step: int) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -166,26 +165,29 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], dict[str, Any]]:
             fleet.sleep()
         batch = train_batch(cfg, rollout, step)
         learn = learners.step(batch)
+        learn_span = (learn_start, time.perf_counter())
     sync_t = None
     if sync_due(cfg, step):
         with timed("wait_rollout", timings):  # weights change only between rollouts
             rollouts.idle()
     with timed("sync", timings):
+        sync_start = time.perf_counter()
         if cfg.cluster.colocate:
             learners.release_memory()  # vLLM wakes into what the learner cached
             fleet.wake_up()
         if sync_due(cfg, step):
             sync_t = run.link.push()
             rollouts.pushed(learners.version)
+        sync_span = (sync_start, time.perf_counter())
+    window = (t_step, time.perf_counter())
     metrics = step_metrics(
-        rollout, batch, learn, sync_t, timings, time.perf_counter() - t_step,
-        previous_learn=run.learn_span,
+        rollout, batch, learn, sync_t, timings, window,
+        busy=(rollouts.background_spans(since=t_step), [learn_span, sync_span]),
         faults={"worker_restarts": float(fleet.restarts),
                 "abandoned": float(rollouts.abandoned),
                 "verifier_retries": float(run.stack.verifier.counters["retried"])},
         learner_restarts=run.restarts,
     )  # fmt: skip
-    run.learn_span = (learn_start, learn_start + timings["learn"])
     return metrics, rollout.cursor
 
 
@@ -421,17 +423,20 @@ def step_metrics(
     learn: dict[str, float],
     sync_t: Any,
     timings: dict[str, float],
-    step_s: float,
+    window: Span,
     *,
-    previous_learn: tuple[float, float],
+    busy: tuple[list[Span], list[Span]],
     faults: dict[str, float],
     learner_restarts: int,
 ) -> dict[str, float]:
     """One step's metrics, each producer under its own namespace (rrr/core/metrics.py NAMESPACES);
     `merge_metrics` refuses a key that two of them give. `learn` is the learner group's
-    (already under learner/), `faults` the fleet's and verifier pool's counters."""
+    (already under learner/), `faults` the fleet's and verifier pool's counters. `window` is
+    the step's own (start, end); `busy` when the fleet generated in the background (rollouts
+    started ahead) and when the learner worked (learning, sync)."""
+    step_s = window[1] - window[0]
     return merge_metrics(
-        under("rollout/", merge_metrics(rollout_metrics(rollout, previous_learn, step_s), faults)),
+        under("rollout/", merge_metrics(rollout_metrics(rollout, window, *busy), faults)),
         under("batch/", batch.metrics),
         learn,
         {"learner/restarts": float(learner_restarts)},
@@ -445,12 +450,14 @@ def step_metrics(
 
 
 def rollout_metrics(
-    rollout: Rollout, previous_learn: tuple[float, float], step_s: float
+    rollout: Rollout, window: Span, fleet_busy: list[Span], learner_busy: list[Span]
 ) -> dict[str, float]:
-    """What the rollout made (episode_metrics), at what pace, how stale, and how long it ran
-    while the learner was busy with the previous step (0 unless it was started ahead)."""
+    """What the rollout made (episode_metrics), at what pace, how stale; and, within this
+    step's own window, how long the fleet generated in the background (the next step's rollout,
+    started ahead, an abandoned try included) while the learner learned or synced: overlap_s,
+    and overlap_frac, its share of the step, in [0, 1] (rrr.core.timing.both_busy_share). Both
+    are 0 in a sequential run and on the last step, which starts no rollout ahead."""
     episodes = rollout.episodes
-    busy = overlap_s((rollout.started, rollout.finished), previous_learn)
     generate_s = rollout.finished - rollout.started
     return {
         **{k: v for k, v in episodes.metrics().items() if not k.startswith("count/")},
@@ -461,8 +468,8 @@ def rollout_metrics(
         "tokens_per_s": episodes.generated_tokens / max(generate_s, 1e-9),
         "staleness": float(rollout.staleness()),
         "generate_s": generate_s,
-        "overlap_s": busy,
-        "overlap_frac": busy / max(step_s, 1e-9),  # share of the step both sides were busy
+        "overlap_s": both_busy_s(window, fleet_busy, learner_busy),
+        "overlap_frac": both_busy_share(window, fleet_busy, learner_busy),
     }
 
 

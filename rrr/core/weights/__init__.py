@@ -6,5 +6,5 @@ workers' receiver), so that neither imports the other's package:
 - `wire.py`: the bucket plan, and packing named tensors into flat byte buckets and back;
 - `group.py`: joining and leaving the broadcast group.
 
-The driver's side (connect, push, recovery) is rrr/learner/weight_sync.py.
+The driver's side (connect, push, recovery) is learner/weight_sync.py.
 """

@@ -1,6 +1,6 @@
 """Joining and leaving the process group a weight sync broadcasts in: learner rank 0 is its
 rank 0, every vLLM worker of every rollout worker one more rank. Both halves (learner/
-sync_sender.py, rrr/actors/worker_extension.py) call these, so they agree on how the group is made.
+sync_sender.py, actors/worker_extension.py) call these, so they agree on how the group is made.
 The group is never the global one the learner ranks train with, nor one of vLLM's own.
 """
 

@@ -1,6 +1,6 @@
 """A pool of CPU Ray actors that score responses with the task verifiers.
 
-Verifiers are pure functions already bounded in time (rrr/verifiers/), but model output is hostile
+Verifiers are pure functions already bounded in time (verifiers/), but model output is hostile
 input and a bug or a pathological case must never stall a training step: every batch has a
 deadline, and items of a batch that crashed or ran late come back as verdicts with error
 `verifier_error` (not correct, but not judged either), and are counted. Episodes treat such a

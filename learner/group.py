@@ -72,8 +72,8 @@ class LearnerActor:
     def logprobs(self, batch: TrainBatch) -> Any:
         return self.worker.logprobs(batch)
 
-    # --- weight sync, sender half (rrr/learner/sync_sender.py; driven by
-    # rrr/learner/weight_sync.py)
+    # --- weight sync, sender half (learner/sync_sender.py; driven by
+    # learner/weight_sync.py)
 
     def sync_info(self) -> dict[str, Any]:
         """Node and device of this rank's weights (the driver decides the backend from them)."""

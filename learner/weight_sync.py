@@ -7,10 +7,10 @@
     link.close()
 
 The driver only calls actor methods by name: the sender half lives in each learner rank
-(`LearnerActor.sync_*`, rrr/learner/sync_sender.py), the receiver half in each rollout worker
-(`RolloutWorker.sync_*`, rrr/actors/weight_endpoint.py) and its vLLM workers
-(rrr/actors/worker_extension.py); both speak the wire protocol of rrr/core/weights/.
-Both halves read the weights through one manifest (rrr/learner/manifest.py).
+(`LearnerActor.sync_*`, learner/sync_sender.py), the receiver half in each rollout worker
+(`RolloutWorker.sync_*`, actors/weight_endpoint.py) and its vLLM workers
+(actors/worker_extension.py); both speak the wire protocol of rrr/core/weights/.
+Both halves read the weights through one manifest (learner/manifest.py).
 
 The backend is decided from where the weights are (each actor reports its node and device), not
 from the driver's own machine, which on a cluster is a GPU-less head:

@@ -1,11 +1,11 @@
 """One learner rank: policy + frozen reference + optimizer, and the GRPO step. No Ray here.
 
 `LearnerWorker` runs in-process (tests, benchmarks) or inside the Ray actor of
-rrr/learner/group.py. The training engines (torch, DeepSpeed) are in rrr/learner/engines.py, model
+learner/group.py. The training engines (torch, DeepSpeed) are in learner/engines.py, model
 I/O
-in rrr/learner/hf_model.py, process-group set-up in rrr/learner/distributed.py, and what is
+in learner/hf_model.py, process-group set-up in learner/distributed.py, and what is
 forwarded
-for a micro-batch in rrr/learner/layout.py + rrr/learner/logprobs.py.
+for a micro-batch in learner/layout.py + learner/logprobs.py.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 CHILD = Path(__file__).with_name("sandbox_child.py")
 NOBODY = 65534
 Outcome = Literal["passed", "syntax", "no_entry", "wrong_answer", "runtime", "timeout"]
-# The child's exit codes (rrr/verifiers/sandbox_child.py); anything else is "runtime".
+# The child's exit codes (verifiers/sandbox_child.py); anything else is "runtime".
 _EXIT: dict[int, Outcome] = {0: "passed", 3: "syntax", 4: "no_entry", 5: "wrong_answer"}
 _EXIT_SETUP = 7
 # Only these reach the program: enough for Python's own start-up, nothing of the caller's.

@@ -92,17 +92,19 @@ class WeightReceiver:
         hf_config = self.model_runner.model_config.hf_config  # type: ignore[attr-defined]
         return dict(TIED_HEAD_ALIASES) if getattr(hf_config, "tie_word_embeddings", False) else {}
 
-    # --- collective sync: learner rank 0 -> every vLLM worker (rrr/learner/sync_sender.py) ------
+    # --- collective sync: learner rank 0 -> every vLLM worker (learner/sync_sender.py) ------
 
     def rrr_info(self) -> dict[str, Any]:
         """This vLLM worker's rank in its engine, weight dtype and device (the sender casts to
-        this dtype and the driver tells colocated GPUs apart by their UUID)."""
+        this dtype and the driver tells colocated GPUs apart by their UUID), and the file this
+        extension was imported from: the code a worker process runs, which a job's working_dir
+        must decide, not another checkout's install (tests/test_import_flows.py)."""
         import torch
 
         device = self.device  # type: ignore[attr-defined]
         dtype = self.model_runner.model_config.dtype  # type: ignore[attr-defined]
         info = {"rank": int(getattr(self, "rank", 0)), "device": torch.device(device).type,
-                "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+                "dtype": str(dtype).removeprefix("torch."), "code": __file__}  # fmt: skip
         if info["device"] == "cuda":
             info["gpu_uuid"] = str(torch.cuda.get_device_properties(device).uuid)
         return info

@@ -169,7 +169,7 @@ def common_prefix_len(rows: torch.Tensor) -> int:
 
 def shared_row_lengths(batch: TrainBatch) -> dict[int, int]:
     """group id -> length of its shared-prefix row (what packing budgets:
-    rrr/learner/packing.py)."""
+    learner/packing.py)."""
     return {int(batch.group_ids[p.rows[0]]): p.length for p in _group_plans(batch)}
 
 

@@ -17,7 +17,7 @@ EXTRACTED_CAP = 1000
 
 VERIFIER_ERROR = "verifier_error"
 """The error class of a verdict that judged nothing: the verifier crashed or ran out of time
-(rrr/actors/verifier_pool.py). Such a response may well be right, so training drops it instead of
+(actors/verifier_pool.py). Such a response may well be right, so training drops it instead of
 scoring it 0 (rrr/core/episodes.py)."""
 
 

@@ -12,7 +12,7 @@
     keep the SUM semantics above.
 
 Both expose `module` (what the forward goes through), `autocast`, `backward`, `step`,
-`global_step`, `save` and `load` (the weights are read through rrr/learner/manifest.py).
+`global_step`, `save` and `load` (the weights are read through learner/manifest.py).
 
 backend "auto" = deepspeed on GPU, torch on CPU. DeepSpeed 0.19.8 also trains on this CPU (ZeRO-2,
 torch AdamW; same losses as the torch engine, bit-identical resume; tests/test_learner.py), but

@@ -7,7 +7,7 @@ losses of every rank SUM to the full-batch loss (and their gradients to its grad
 all-reduce gradients with SUM, not mean.
 
 A group (the G reflections of one failure) costs the length of its shared-prefix row
-(rrr/learner/layout.py). A micro-batch of k groups is forwarded as k rows padded to the longest, so
+(learner/layout.py). A micro-batch of k groups is forwarded as k rows padded to the longest, so
 it costs k x its longest row; groups are packed longest first, each into the current
 micro-batch while that stays within the budget, so neighbours in length share a micro-batch and
 padding stays small. A group longer than the budget goes alone: groups are never split, since

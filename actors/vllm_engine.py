@@ -1,8 +1,8 @@
 """One vLLM engine behind rrr's `Generator` contract. Its weight-receiving endpoint (live weight
-updates) is rrr/actors/weight_endpoint.py, which this class inherits.
+updates) is actors/weight_endpoint.py, which this class inherits.
 
 `VLLMEngine` is a plain class (usable in-process by scripts and benchmarks); `RolloutWorker`
-in rrr/actors/rollout_worker.py is the same class as a Ray actor.
+in actors/rollout_worker.py is the same class as a Ray actor.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The learner's half of the weight sync, owned by each learner rank (rrr/learner/group.py exposes
-it as explicit actor methods; rrr/learner/weight_sync.py drives it from the driver).
+"""The learner's half of the weight sync, owned by each learner rank (learner/group.py exposes
+it as explicit actor methods; learner/weight_sync.py drives it from the driver).
 
 Every rank walks the same weight manifest (under ZeRO-3 each module's gather is a collective);
 only rank 0 sends. Backends:

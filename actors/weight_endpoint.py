@@ -1,10 +1,10 @@
 """The weight-receiving endpoint of a rollout worker: live weight updates into its vLLM engine,
 from a file, an object-store blob or a collective broadcast. Split from the generator
-(rrr/actors/vllm_engine.py, which inherits it) so that each file has one job; the driver's side of
-the sync is rrr/learner/weight_sync.py, the wire protocol rrr/core/weights/.
+(actors/vllm_engine.py, which inherits it) so that each file has one job; the driver's side of
+the sync is learner/weight_sync.py, the wire protocol rrr/core/weights/.
 
 Every method fans out to each vLLM worker of the engine (one per tensor-parallel rank) through
-`collective_rpc` into the worker extension (rrr/actors/worker_extension.py), and records the policy
+`collective_rpc` into the worker extension (actors/worker_extension.py), and records the policy
 version the new weights are, which the generator stamps on every sample from then on.
 """
 
@@ -52,7 +52,7 @@ class WeightEndpoint:
             self.version = version
 
     # ------------------------------------------------------------------ weight sync (receiver)
-    # Explicit methods the driver's sync (rrr/learner/weight_sync.py) calls by name; each fans out
+    # Explicit methods the driver's sync (learner/weight_sync.py) calls by name; each fans out
     # to every vLLM worker of this engine (one per tensor-parallel rank) through collective_rpc.
 
     def sync_info(self) -> dict[str, Any]:
