@@ -148,6 +148,11 @@ class RolloutFleet:
         ref = ray.put(state)
         self.group.run(lambda w: w.load_state_dict.remote(ref), "a weight load")
 
+    def reset_to_base(self) -> None:
+        """Every worker back to the base model, version 0, its start seed (a kept stack)."""
+        self.group.run(lambda w: w.reset_to_base.remote(), "a reset to the base model")
+        self.on_restart, self.seed_base, self._calls = None, None, 0
+
     def replace_dead(self, notify: bool = True) -> list[int]:
         """Ping every worker and replace the dead ones. notify=False: do not call on_restart
         (the caller gives the replacements their weights itself, e.g. a push about to run)."""

@@ -99,6 +99,7 @@ class VLLMEngine(WeightEndpoint):
         if dtype == "auto":
             dtype = "float32" if cpu else "bfloat16"  # bf16 has no oneDNN linear on this CPU
         self.model_path = model_path
+        self.seed = seed  # the sampler's seed at start (reset_to_base returns to it)
         self.sleep_supported = enable_sleep_mode and not cpu
         # Keyed evaluation noise (rrr/core/crn.py): on CPU our logits processor, since a
         # per-request seed crashes vLLM's CPU sampler; on GPU vLLM's own per-request seeded

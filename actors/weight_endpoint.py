@@ -13,17 +13,20 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rrr.core.shm import tmpfs_dir_for
 
 
 class WeightEndpoint:
-    """Needs `self.llm` (a vLLM LLM), `self.version` and `self.reset_prefix_cache()` from the
-    class it is mixed into (VLLMEngine)."""
+    """Needs `self.llm` (a vLLM LLM), `self.version`, `self.model_path`, `self.seed` and
+    `self.reset_prefix_cache()` from the class it is mixed into (VLLMEngine)."""
 
     llm: Any
     version: int
+    model_path: str
+    seed: int
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
         """Load a full or partial state dict (name -> tensor) into the live engine."""
@@ -45,6 +48,17 @@ class WeightEndpoint:
         counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
         self._loaded(version)
         return int(counts[0])
+
+    def reset_to_base(self) -> int:
+        """The engine as a fresh start leaves it: the model directory's own weights (policy
+        version 0), an empty prefix cache, the sampler seeded with the engine's seed. What a
+        generation stack kept for the next run goes through (rrr/driver/stack.py, StackPool)."""
+        files = sorted(Path(self.model_path).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors in {self.model_path} to reset from")
+        loaded = sum(self.load_weights_file(str(f), version=0) for f in files)
+        self.llm.collective_rpc("rrr_reseed", args=(self.seed,))
+        return loaded
 
     def _loaded(self, version: int | None) -> None:
         self.reset_prefix_cache()  # cached KV was computed by the old weights

@@ -209,7 +209,14 @@ def ray_local():
         # coexist; they mostly wait on each other.
         # address="local": never join a cluster some other process left behind.
         ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield ray
+    from rrr.driver.stack import shared_stacks
+
+    # End-to-end runs in this session (`rrr train/eval/build-failures/calibrate` through
+    # main()) share their rollout workers and verifiers per configuration: a finished run's
+    # stack is reset to the base model and serves the next run with the same settings
+    # (rrr/driver/stack.py, StackPool; tests/test_stack_pool.py checks the reset is exact).
+    with shared_stacks():
+        yield ray
     ray.shutdown()
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from rrr.core.metrics import NAMESPACES
 from rrr.driver.cli import main
+from rrr.driver.stack import fresh_stacks
 from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +80,9 @@ def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sampl
     # gives the same per-problem outcomes, and the same texts, sample for sample.
     fresh = tmp_path / "fresh"
     keep = ("model.", "data.", "eval.", "rollout.")
-    assert main(["eval", "--config", args[2], "--out", str(fresh),
-                 *[a for a in args[3:] if a.startswith(keep)]]) == 0  # fmt: skip
+    with fresh_stacks():  # a new engine, not one a session's earlier run kept
+        assert main(["eval", "--config", args[2], "--out", str(fresh),
+                     *[a for a in args[3:] if a.startswith(keep)]]) == 0  # fmt: skip
     capsys.readouterr()
     step0 = json.loads((run / "eval" / "step_00000000" / "results.json").read_text())
     again = json.loads((fresh / "results.json").read_text())

@@ -5,11 +5,12 @@ Shared by `rrr build-failures`, `rrr eval` and `rrr train`, so all three start t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from rrr.core.chat import ChatRenderer
@@ -203,15 +204,126 @@ def colocated_placement_group(cfg: Config, timeout_s: float = 900) -> Any:
     return pg
 
 
+def _stack_key(cfg: Config, model_path: str) -> str:
+    """What a generation stack is made of: a kept stack serves a run whose key is equal. The
+    whole model, rollout, verifier and cluster sections count (engine arguments, seeds, worker
+    counts, placement), and the task; the episode, learner and sync settings do not (the
+    episode engine is rebuilt for each run, and the learner is never kept)."""
+    parts = {
+        "model_path": model_path,
+        "model": asdict(cfg.model),
+        "rollout": asdict(cfg.rollout),
+        "verifier": asdict(cfg.verifier),
+        "cluster": asdict(cfg.cluster),
+        "task": [cfg.data.task, cfg.data.fewshot],
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+class StackPool:
+    """Generation stacks kept between runs in one process, so that commands run one after
+    another in the same Ray session (a test session, a notebook sweeping evaluations) start
+    the rollout workers and verifiers once per configuration instead of once per command.
+
+    A run that ends cleanly hands its stack back; the fleet is reset to what a fresh start
+    gives (the base model's weights from its directory, policy version 0, an empty prefix
+    cache, the engine's seed: RolloutFleet.reset_to_base) and kept under its key. A run that
+    raised, a colocated stack (its placement group is shared with the run's learner) and a
+    stack with a replaced worker are shut down instead. One stack is kept per key."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, Stack] = {}
+        self.started = 0  # stacks built
+        self.reused = 0  # runs served by a kept stack
+
+    def take(self, key: str) -> Stack | None:
+        stack = self.idle.pop(key, None)
+        if stack is not None:
+            self.reused += 1
+        return stack
+
+    def give_back(self, key: str, stack: Stack) -> None:
+        if stack.placement_group is not None or stack.fleet.restarts:
+            stack.shutdown()
+            return
+        stack.fleet.reset_to_base()
+        old = self.idle.pop(key, None)
+        if old is not None:
+            old.shutdown()
+        self.idle[key] = stack
+
+    def close(self) -> None:
+        for stack in self.idle.values():
+            stack.shutdown()
+        self.idle.clear()
+
+
+_pool: list[StackPool] = []  # the active pool, if any (shared_stacks)
+
+
+@contextmanager
+def shared_stacks():
+    """Within this block, generation_stack() keeps each finished run's stack and serves the
+    next run with the same configuration from it (StackPool). Opt-in: a command run from the
+    shell starts and tears down its own stack as before."""
+    pool = StackPool()
+    _pool.append(pool)
+    try:
+        yield pool
+    finally:
+        _pool.remove(pool)
+        pool.close()
+
+
+@contextmanager
+def fresh_stacks():
+    """Within a shared_stacks() block, runs that must start their own engine (a test of what
+    a fresh engine gives) bypass the pool."""
+    saved = _pool[:]
+    _pool.clear()
+    try:
+        yield
+    finally:
+        _pool[:] = saved
+
+
 @contextmanager
 def generation_stack(cfg: Config):
-    """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after."""
-    from rrr.actors.rollout_worker import RolloutFleet
-    from rrr.actors.verifier_pool import VerifierPool
-
+    """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after
+    (or, inside shared_stacks(), kept for the next run with the same configuration)."""
     model_path, renderer = load_model(cfg)
     task = load_task(cfg)
     init_ray(cfg)
+    pool = _pool[-1] if _pool else None
+    key = _stack_key(cfg, model_path)
+    kept = pool.take(key) if pool is not None else None
+    if kept is not None:
+        log.info("generation stack: reusing the kept rollout workers and verifiers")
+        fleet, verifier, pg = kept.fleet, kept.verifier, kept.placement_group
+    else:
+        fleet, verifier, pg = _start_generation(cfg, model_path, task)
+        if pool is not None:
+            pool.started += 1
+    engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
+    stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine, pg)
+    if pool is None:
+        try:
+            yield stack
+        finally:
+            stack.shutdown()
+        return
+    try:
+        yield stack
+    except BaseException:
+        stack.shutdown()
+        raise
+    pool.give_back(key, stack)
+
+
+def _start_generation(cfg: Config, model_path: str, task: Task) -> tuple[Any, Any, Any]:
+    from rrr.actors.rollout_worker import RolloutFleet
+    from rrr.actors.verifier_pool import VerifierPool
+
     pg = colocated_placement_group(cfg) if cfg.cluster.colocate else None
     fleet = RolloutFleet.start(cfg, model_path, placement_group=pg)
     v = cfg.verifier
@@ -222,9 +334,4 @@ def generation_stack(cfg: Config):
         batch_size=v.batch_size,
         num_cpus=VERIFIER_CPUS,
     )
-    engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
-    stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine, pg)
-    try:
-        yield stack
-    finally:
-        stack.shutdown()
+    return fleet, verifier, pg
