@@ -110,3 +110,27 @@ def test_async_rollout_keys_fail_at_load_with_the_key():
     assert load_config(None, ["learner.tis_cap=2.0"]).learner.tis_cap == 2.0
     with pytest.raises(ConfigError, match=r"eval\.reuse_first_tries"):
         load_config(None, ["eval.reuse_first_tries=true"])
+
+
+def test_training_refuses_a_nucleus_the_learner_does_not_see(tmp_path, monkeypatch):
+    """episode.top_p < 1 (issue 32): vLLM's log-probs are of the renormalised nucleus, the
+    learner's of the full softmax, so TIS ratios and the sampler's old log-probs are biased."""
+    from rrr.core.config import check_training
+    from rrr.driver import stack, train
+
+    nucleus = load_config(None, ["episode.top_p=0.9"])  # loads: commands that do not train
+    with pytest.raises(ConfigError, match=r"^episode\.top_p: 0\.9 .*training.*TIS ratios"):
+        check_training(nucleus)
+    for preset in [None, *sorted((ROOT / "configs").glob("*.yaml"))]:
+        check_training(load_config(preset))  # no preset trains with a nucleus
+    # `rrr train` checks before it writes or starts anything.
+
+    def started(*args, **kwargs):
+        raise AssertionError("rrr train went past its config check")
+
+    monkeypatch.setattr(train, "check_data", started)
+    monkeypatch.setattr(stack, "generation_stack", started)
+    nucleus.logging.output_dir = str(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^episode\.top_p"):
+        train.train(nucleus)
+    assert not (tmp_path / "run").exists()

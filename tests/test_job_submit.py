@@ -1,5 +1,6 @@
 """`ray job submit` of the smoke run to a local Ray head (`ray start --head`) succeeds: the
-same path a cluster user takes (cluster/README.md), with the dashboard's job API."""
+same path a cluster user takes (cluster/README.md), with the dashboard's job API. The stop
+drill's run also carries the dashboard and metrics checks (tests/test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from tests.test_dashboard import check_dashboard_and_series
 
 pytestmark = pytest.mark.stack  # its own Ray head and `rrr train` jobs: no fixture shows them
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,9 @@ def test_ray_job_submit_smoke_run(tiny_model_path, sample_data, tmp_path):
     # A throwaway loopback head: token auth (Ray's default) would need the token plumbed into
     # the submitting client; the cluster recipe in cluster/README.md keeps auth on.
     env["RAY_AUTH_MODE"] = "disabled"
+    # Workers report metrics every 10 s by default; a shorter interval only shortens the wait
+    # for the first export in check_dashboard_and_series (the series are the same).
+    env["RAY_metrics_report_interval_ms"] = "2000"
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=8",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -93,7 +98,9 @@ def _working_dir_imports_itself(dash: int, env: dict) -> None:
         time.sleep(2)
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-3000:]
-    where = json.loads(logs.split("WHERE", 1)[1].splitlines()[0])
+    found = re.search(r"^WHERE(\{.*\})$", logs, re.M)  # the job's line, not the echoed command
+    assert found, logs[-3000:]
+    where = json.loads(found[1])
     copy = Path(where["rrr"]).parents[1]
     assert copy != ROOT and "working_dir_files" in str(copy), where
     for name in ("actors", "learner", "verifiers"):
@@ -130,6 +137,13 @@ def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -
     while not (metrics.is_file() and metrics.read_text().strip()):
         assert time.time() < deadline, "the job never logged a step"
         time.sleep(1)
+
+    def job_logs() -> str:
+        cmd = [str(BIN / "ray"), "job", "logs", "--address", address, job_id]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60).stdout
+
+    # One run for both: the dashboard and the rrr series, watched while this job steps.
+    check_dashboard_and_series(job_logs, headers={})  # auth is off on this head
     subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id],
                    env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     status = ""
@@ -143,8 +157,7 @@ def _stop_drill(dash: int, env: dict, entrypoint: str, first: Path, run: Path) -
         )  # fmt: skip
         status = (status.stdout + status.stderr).lower()
         time.sleep(2)
-    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id],
-                          env=env, capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    logs = job_logs()
     assert re.search(r"\bstopped\b", status) and "succeeded" not in status, (status + logs)[-4000:]
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) < 400

@@ -12,7 +12,7 @@ import torch
 from rrr.core.config import load_config
 from rrr.core.generation import GenRequest
 from rrr.driver.cli import main
-from rrr.driver.stack import _stack_key, shared_stacks
+from rrr.driver.stack import StackPool, _stack_key, shared_stacks
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = str(ROOT / "configs/smoke-cpu.yaml")
@@ -27,6 +27,39 @@ def test_the_key_counts_what_builds_a_stack_and_nothing_else() -> None:
                    "verifier.num_workers=3", "cluster.colocate=true", "data.fewshot=0"):
         assert _stack_key(load_config(PRESET, [change]), "/m") != key, change
     assert _stack_key(base, "/other") != key
+
+
+class _Fleet:
+    def __init__(self, restarts: int = 0) -> None:
+        self.restarts, self.resets = restarts, 0
+
+    def reset_to_base(self) -> None:
+        self.resets += 1
+
+
+class _Stack:
+    """What StackPool touches of a Stack (the real one: the test below)."""
+
+    def __init__(self, restarts: int = 0, placement_group: object = None) -> None:
+        self.fleet, self.placement_group, self.down = _Fleet(restarts), placement_group, False
+
+    def shutdown(self) -> None:
+        self.down = True
+
+
+def test_the_pool_keeps_the_newest_clean_stack_and_frees_the_rest() -> None:
+    pool = StackPool(max_idle=1)
+    a, b = _Stack(), _Stack()
+    pool.give_back("A", a)
+    assert a.fleet.resets == 1 and not a.down and pool.take("A") is a
+    pool.give_back("A", a)
+    pool.give_back("B", b)  # over max_idle: the oldest goes
+    assert a.down and list(pool.idle) == ["B"]
+    assert pool.take("C") is None and b.down and not pool.idle  # a miss frees the kept ones
+    for unfit in (_Stack(restarts=1), _Stack(placement_group=object())):
+        pool.give_back("D", unfit)
+        assert unfit.down and unfit.fleet.resets == 0 and not pool.idle
+    assert (pool.reused, pool.started) == (1, 0)
 
 
 def test_a_kept_stack_samples_exactly_as_a_fresh_one(ray_local, tiny_model_path, sample_data,

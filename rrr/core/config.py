@@ -130,7 +130,11 @@ class EpisodeConfig:
     max_reflection_tokens: int = _f(512, "Longest reflection.")
     max_retry_tokens: int = _f(1024, "Longest retry.")
     temperature: float = _f(1.0, "Sampling temperature of reflections (GRPO needs diversity).")
-    top_p: float = _f(1.0, "Nucleus sampling of reflections.")
+    top_p: float = _f(
+        1.0,
+        "Nucleus sampling of first attempts, reflections and retries. `rrr train` needs 1.0 "
+        "(the learner's log-probs are of the full softmax, the sampler's of the nucleus).",
+    )
     retry_temperature: float = _f(
         1.0, "Sampling temperature of the retry (TRL's GRPOTrainer default, which the paper used)."
     )
@@ -504,6 +508,23 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"learner.adam_betas: expected 2 values, got {cfg.learner.adam_betas}")
     if cfg.learner.loss_agg == "seq_mean_token_sum_norm" and cfg.episode.max_reflection_tokens < 1:
         raise ConfigError("learner.loss_agg: Dr. GRPO needs episode.max_reflection_tokens > 0")
+
+
+def check_training(cfg: Config) -> None:
+    """Cross-key checks of `rrr train` alone (other commands may use these values): called by
+    rrr.driver.train.train before anything starts."""
+    if cfg.episode.top_p < 1:
+        # vLLM's processed log-probs (the behaviour log-probs of the TIS ratio, and the loss's
+        # old log-probs under learner.old_logprobs=sampler) are of the renormalised nucleus;
+        # the learner's are of the full softmax at episode.temperature. With
+        # old_logprobs=current the reflections would still be sampled off the learner's policy.
+        raise ConfigError(
+            f"episode.top_p: {cfg.episode.top_p} is refused for training: the sampler's "
+            "log-probs of the reflections would be of the renormalised nucleus and the "
+            "learner's of the full softmax, which biases the TIS ratios and the loss's old "
+            "log-probs (learner.old_logprobs=sampler); use 1.0 (the commands that do not "
+            "train accept it)"
+        )
 
 
 # ---------------------------------------------------------------- generic typed loading

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from rrr.core.config import Config, save_config
+from rrr.core.config import Config, check_training, save_config
 from rrr.core.data_cursor import EpochSampler
 from rrr.core.episodes import Failure
 from rrr.core.errors import RRRError
@@ -70,6 +70,7 @@ def train(cfg: Config) -> dict[str, Any]:
     from rrr.driver.stack import generation_stack
     from rrr.learner.group import LearnerLost
 
+    check_training(cfg)
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.episode.first_attempt == "online" or not cfg.data.failures:
@@ -152,43 +153,84 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], dict[str, Any]]:
     """One step, a named timer per stage: take the rollout (start the next one ahead), learn on
     its batch, let the fleet go idle, push the weights. Returns the step's metrics and the data
     cursor a checkpoint of this step records."""
-    cfg, fleet, learners, rollouts = run.cfg, run.stack.fleet, run.learners, run.rollouts
+    cfg, fleet, rollouts = run.cfg, run.stack.fleet, run.rollouts
     timings: dict[str, float] = {}
     t_step = time.perf_counter()
     with timed("rollout", timings):  # waiting for it, if it was started ahead
         rollout = rollouts.take(step)
     if step < cfg.learner.max_steps:
         rollouts.start_ahead(step + 1)  # max_staleness > 0: runs while we learn
-    with timed("learn", timings):
-        learn_start = time.perf_counter()
-        if cfg.cluster.colocate:
-            fleet.sleep()
-        batch = train_batch(cfg, rollout, step)
-        learn = learners.step(batch)
-        learn_span = (learn_start, time.perf_counter())
-    sync_t = None
-    if sync_due(cfg, step):
-        with timed("wait_rollout", timings):  # weights change only between rollouts
-            rollouts.idle()
-    with timed("sync", timings):
-        sync_start = time.perf_counter()
-        if cfg.cluster.colocate:
-            learners.release_memory()  # vLLM wakes into what the learner cached
-            fleet.wake_up()
-        if sync_due(cfg, step):
-            sync_t = run.link.push()
-            rollouts.pushed(learners.version)
-        sync_span = (sync_start, time.perf_counter())
+    batch, learn, sync_t, spans = learn_and_sync(run, step, rollout, timings)
     window = (t_step, time.perf_counter())
     metrics = step_metrics(
         rollout, batch, learn, sync_t, timings, window,
-        busy=(rollouts.background_spans(since=t_step), [learn_span, sync_span]),
+        busy=(rollouts.background_spans(since=t_step), spans),
         faults={"worker_restarts": float(fleet.restarts),
                 "abandoned": float(rollouts.abandoned),
                 "verifier_retries": float(run.stack.verifier.counters["retried"])},
         learner_restarts=run.restarts,
     )  # fmt: skip
     return metrics, rollout.cursor
+
+
+def learn_and_sync(
+    run: Run, step: int, rollout: Rollout, timings: dict[str, float]
+) -> tuple[TrainBatch, dict[str, float], Any, list[Span]]:
+    """The learner's step on the rollout's batch, then the push when it is due (timers "learn",
+    "wait_rollout", "sync"). Returns the batch, the learner's metrics, the push's timings (None:
+    no push) and the learner's busy spans.
+
+    cluster.colocate: the fleet sleeps while the learner steps and wakes before the push, and
+    on every other way out of here too (issue 32): after a LearnerLost the new learner group
+    pushes its weights at once, and a sleeping engine would take them into unmapped memory
+    (vLLM does not guard collective_rpc while it sleeps; a level-1 sleep also pauses its
+    scheduler)."""
+    cfg, fleet, learners, rollouts = run.cfg, run.stack.fleet, run.learners, run.rollouts
+    asleep = False
+    try:
+        with timed("learn", timings):
+            learn_start = time.perf_counter()
+            if cfg.cluster.colocate:
+                asleep = True  # before the call: a sleep that fails part-way is undone too
+                fleet.sleep()
+            batch = train_batch(cfg, rollout, step)
+            learn = learners.step(batch)
+            learn_span = (learn_start, time.perf_counter())
+        sync_t = None
+        if sync_due(cfg, step):
+            with timed("wait_rollout", timings):  # weights change only between rollouts
+                rollouts.idle()
+        with timed("sync", timings):
+            sync_start = time.perf_counter()
+            if asleep:
+                learners.release_memory()  # vLLM wakes into what the learner cached
+                asleep = False  # one wake-up: one that fails is not tried again below
+                fleet.wake_up()
+            if sync_due(cfg, step):
+                sync_t = run.link.push()
+                rollouts.pushed(learners.version)
+            sync_span = (sync_start, time.perf_counter())
+    except BaseException as exc:
+        if asleep:
+            wake_after_failure(fleet, learners, exc)
+        raise
+    return batch, learn, sync_t, [learn_span, sync_span]
+
+
+def wake_after_failure(fleet: Any, learners: Any, exc: BaseException) -> None:
+    """Wake the colocated fleet after the learner's step failed. A lost group's survivors are
+    stopped first (what `stop_survivors` would do a moment later): they may sit in a collective
+    with the dead rank, holding the memory the engine wakes into. A wake-up that fails raises,
+    chained to `exc`: the job then ends instead of restarting into a sleeping engine."""
+    from rrr.learner.group import LearnerLost
+
+    log.warning("%s during a colocated learner step: waking the rollout fleet",
+                type(exc).__name__)  # fmt: skip
+    try:
+        if isinstance(exc, LearnerLost):
+            learners.shutdown()
+    finally:
+        fleet.wake_up()
 
 
 def train_batch(cfg: Config, rollout: Rollout, step: int) -> TrainBatch:
