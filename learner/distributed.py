@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,11 @@ from rrr.core.weights.backend import collective_backend
 
 def free_address() -> tuple[str, int]:
     """This node's IP and a free TCP port (for MASTER_ADDR / MASTER_PORT)."""
+    # Ray is asked only where it is already imported (a Ray actor): a lone rank on a machine
+    # with torch alone, or outside Ray, never imports it (bench/learner_check.py).
+    ray = sys.modules.get("ray")
     try:
-        import ray
-
-        addr = ray.util.get_node_ip_address()
+        addr = ray.util.get_node_ip_address() if ray is not None else "127.0.0.1"
     except Exception:  # outside Ray
         addr = "127.0.0.1"
     with socket.socket() as s:

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from rrr.driver.cli import main
+from rrr.driver.stack import fresh_stacks
 from tests.helpers import actors_by_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +107,14 @@ def _logged(run: Path, step: int) -> Callable[[], bool]:
 def _close(a: dict, b: dict) -> None:
     for key in COMPARED:
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (key, a[key], b[key])
+
+
+@pytest.fixture(autouse=True)
+def _own_stacks():
+    """The drills count the actors a run starts and releases, and kill the new ones: every run
+    here starts its own generation stack instead of one a finished run kept (StackPool)."""
+    with fresh_stacks():
+        yield
 
 
 def test_killed_actors_fail_fast_and_the_run_resumes_exactly(
