@@ -72,6 +72,7 @@ def test_learner_check_writes_json_and_fails_on_a_bad_check(tmp_path: Path, monk
     FAIL in the summary, its error recorded; a .json summary path writes JSON."""
     spec = importlib.util.spec_from_file_location("bench_learner_check", SCRIPT)
     learner_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, learner_check)  # its dataclasses look it up
     spec.loader.exec_module(learner_check)
 
     def ok(ctx, res):
