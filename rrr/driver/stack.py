@@ -319,18 +319,15 @@ def generation_stack(cfg: Config):
             pool.started += 1
     engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
     stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine, pg)
-    if pool is None:
-        try:
-            yield stack
-        finally:
-            stack.shutdown()
-        return
     try:
         yield stack
-    except BaseException:
+    except BaseException:  # a run that raised (or was closed) never hands its stack back
         stack.shutdown()
         raise
-    pool.give_back(key, stack)
+    if pool is None:
+        stack.shutdown()
+    else:
+        pool.give_back(key, stack)
 
 
 def _start_generation(cfg: Config, model_path: str, task: Task) -> tuple[Any, Any, Any]:
