@@ -7,6 +7,7 @@ split into R contiguous shards (one per worker), sent in parallel, and stitched 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,11 @@ class RolloutWorkerLost(RRRError, RuntimeError):
     """Rollout workers kept dying: more restarts than rollout.max_restarts allows."""
 
 
+class GenerateCancelled(RRRError, RuntimeError):
+    """A generate call refused because the fleet's `cancel` was set: the rollout that made it
+    is being dropped (rrr/driver/rollout_pipeline.py, `close`)."""
+
+
 class RolloutFleet:
     """R rollout workers; satisfies rrr.core.generation.Generator.
 
@@ -74,6 +80,9 @@ class RolloutFleet:
         self.on_restart: Callable[[list[int]], None] | None = None
         self.seed_base: int | None = None
         self._calls = 0
+        # Set by whoever drops the rollout in progress: its next generate call raises instead
+        # of running (a call already on the workers cannot be interrupted and runs to its end).
+        self.cancel = threading.Event()
 
     @property
     def workers(self) -> list[Any]:
@@ -112,6 +121,8 @@ class RolloutFleet:
         self.seed_base, self._calls = seed, 0
 
     def generate(self, requests: list[GenRequest]) -> list[list[Sample]]:
+        if self.cancel.is_set():
+            raise GenerateCancelled("the rollout was dropped; generate refused")
         if not requests:
             return []
         shards = _split(requests, len(self.workers))
@@ -152,6 +163,7 @@ class RolloutFleet:
         """Every worker back to the base model, version 0, its start seed (a kept stack)."""
         self.group.run(lambda w: w.reset_to_base.remote(), "a reset to the base model")
         self.on_restart, self.seed_base, self._calls = None, None, 0
+        self.cancel.clear()
 
     def replace_dead(self, notify: bool = True) -> list[int]:
         """Ping every worker and replace the dead ones. notify=False: do not call on_restart

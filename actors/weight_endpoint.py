@@ -45,9 +45,7 @@ class WeightEndpoint:
         """Load a safetensors file of (some) weights; every vLLM worker reads it. `aliases`
         (tied name -> shared weight) come from the learner's manifest; None: the model's own
         tied head, if any. `version`: the policy version these weights are (None: unchanged)."""
-        counts = self.llm.collective_rpc("rrr_reload_from_file", args=(path, aliases))
-        self._loaded(version)
-        return int(counts[0])
+        return self._reload("rrr_reload_from_file", (path, aliases), version)
 
     def reset_to_base(self) -> int:
         """The engine as a fresh start leaves it: the model directory's own weights (policy
@@ -59,6 +57,18 @@ class WeightEndpoint:
         loaded = sum(self.load_weights_file(str(f), version=0) for f in files)
         self.llm.collective_rpc("rrr_reseed", args=(self.seed,))
         return loaded
+
+    def _reload(self, method: str, args: tuple[Any, ...], version: int | None) -> int:
+        """One reload on every vLLM worker; the count of tensors loaded. A reload that fails
+        part-way leaves the workers on the base model (worker_extension._rrr_restore_base):
+        the version says so, and the error goes on."""
+        try:
+            counts = self.llm.collective_rpc(method, args=args)
+        except BaseException:
+            self._loaded(0)
+            raise
+        self._loaded(version)
+        return int(counts[0])
 
     def _loaded(self, version: int | None) -> None:
         self.reset_prefix_cache()  # cached KV was computed by the old weights
@@ -96,9 +106,7 @@ class WeightEndpoint:
 
     def sync_receive(self, version: int | None = None) -> int:
         """Receive one push over the group's plan; `version`: the policy version it is."""
-        counts = self.llm.collective_rpc("rrr_receive_buckets")
-        self._loaded(version)
-        return int(counts[0])
+        return self._reload("rrr_receive_buckets", (), version)
 
     def sync_close(self) -> None:
         self.llm.collective_rpc("rrr_close_group")

@@ -82,8 +82,25 @@ class WeightReceiver:
                 count += 1
                 yield item
 
-        self.reload_weights(weights_iterator=counted())
+        try:
+            self.reload_weights(weights_iterator=counted())
+        except BaseException:
+            self._rrr_restore_base()
+            raise
         return count
+
+    def _rrr_restore_base(self) -> None:
+        """After a reload that stopped part-way (the sender died mid-push, a bad file): vLLM's
+        layerwise reload has put every layer not yet complete on the meta device, and the next
+        forward would kill the engine ("Meta tensors", found by tests/test_sync.py). Finish it
+        (layers that got nothing get their old tensors back), then reload the model directory's
+        own weights, so the engine holds one known model: the base (WeightEndpoint then says
+        version 0, and the next push gives the learner's)."""
+        from vllm.model_executor.model_loader.reload.layerwise import finalize_layerwise_reload
+
+        model_config = self.model_runner.model_config  # type: ignore[attr-defined]
+        finalize_layerwise_reload(self.model_runner.get_model(), model_config)  # type: ignore[attr-defined]
+        self.reload_weights()  # no iterator: from the model's own directory
 
     def _rrr_aliases(self, aliases: dict[str, str] | None) -> dict[str, str]:
         """The sender's manifest aliases, else the tied head of a tied model."""

@@ -6,6 +6,7 @@ micro-batches per rank; weights travel as one blob or one broadcast plan, never 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ class LearnerActor:
 
     def address(self) -> tuple[str, int]:
         return free_address()
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def setup(
         self,

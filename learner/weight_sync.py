@@ -21,9 +21,12 @@ from the driver's own machine, which on a cluster is a GPU-less head:
                 (learner and vLLM colocated): rank 0 writes one safetensors file in /dev/shm
                 (every rollout worker on its node) or one Ray object (any placement).
 
-Every peer answers within `sync.timeout_s` or the push fails with a SyncError naming what hung
-(a dead rollout worker surfaces as Ray's actor error, which WeightLink answers by replacing it
-and pushing again; a dead learner as LearnerLost).
+Every wait on a sync actor is bounded by `sync.timeout_s`: a rollout worker that does not
+answer is a SyncError naming what hung, a learner rank that does not a LearnerLost (its group is
+then restarted whole, learner.max_restarts); a dead rollout worker surfaces as Ray's actor error,
+which WeightLink answers by replacing it and pushing again. Leaving a group aborts it
+(rrr/core/weights/group.py says why), and everyone leaves at once under one deadline, so a
+reconnect after a death costs at most two sync.timeout_s, never a hang.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any, Protocol
 
 import ray
 
-from rrr.core.actor_calls import ACTOR_GONE, wait_all
+from rrr.core.actor_calls import ACTOR_GONE, collect_later, wait_all
 from rrr.core.config import SyncConfig
 from rrr.core.errors import RRRError
 from rrr.core.shm import SHM_DIR, choose_transport
@@ -100,9 +103,24 @@ def _wait(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
     )
 
 
+def leave_all(refs: list[Any], timeout_s: float) -> int:
+    """Wait for the members' `sync_close` calls under one deadline, collecting every answer (an
+    error too: a dead member's is expected, and one never collected is printed by Ray as an
+    "Unhandled error" later; the late ones are collected in the background). Returns how many
+    did not answer in time."""
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    for ref in done:
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(ref)
+    collect_later(pending)
+    return len(pending)
+
+
 def endpoints(learners: Any, fleet: Any, timeout_s: float) -> tuple[dict, list[dict]]:
     """Learner rank 0's device info and every rollout worker's (node + its vLLM workers)."""
-    learner = learners.ranks.gather([learners.actors[0].sync_info.remote()], "a sync handshake")[0]
+    (learner,) = learners.ranks.gather(
+        [learners.actors[0].sync_info.remote()], "a sync handshake", timeout_s=timeout_s
+    )
     receivers = _wait([w.sync_info.remote() for w in _handles(fleet)], "sync handshake", timeout_s)
     return learner, receivers
 
@@ -217,8 +235,8 @@ class CollectiveSync:
         # Both asked at once, gathered one by one: each ref is rank 0's, as its error must say.
         address = rank0.address.remote()
         prepared = rank0.sync_prepare.remote(self.bucket_bytes, self.wire_dtype)
-        ((host, port),) = ranks.gather([address], "a sync setup")
-        (planned,) = ranks.gather([prepared], "a sync plan")
+        ((host, port),) = ranks.gather([address], "a sync setup", timeout_s=self.timeout_s)
+        (planned,) = ranks.gather([prepared], "a sync plan", timeout_s=self.timeout_s)
         plan, aliases = planned["buckets"], planned["aliases"]
         # Everyone blocks in the rendezvous until all have joined: start them together. The
         # receivers get the plan here, once; pushes carry only the version.
@@ -247,7 +265,12 @@ class CollectiveSync:
             with contextlib.suppress(ray.exceptions.RayError):
                 ray.get(send, timeout=self.timeout_s)
             raise
-        sent = self.learners.ranks.gather(send, "a weight push")[0]
+        except ray.exceptions.RayTaskError:
+            # A receiver's broadcast failed: when learner rank 0 died, that is why (its peers
+            # see the closed connection before Ray reports the death), and it is LearnerLost.
+            self.learners.ranks.raise_if_dead(send, "a weight push")
+            raise
+        sent = self.learners.ranks.gather(send, "a weight push", timeout_s=self.timeout_s)[0]
         total = time.perf_counter() - t_start
         return SyncTimings(
             gather_s=sent["gather_s"],
@@ -266,11 +289,15 @@ class CollectiveSync:
         self._connect()
 
     def _leave(self) -> None:
+        """Every member leaves (aborts) at once, under one deadline: a dead member cannot
+        leave (the group dies with it), and one that does not answer in time is left behind
+        with a warning (its next call fails or times out on its own bound)."""
         refs = [a.sync_close.remote() for a in self.learners.actors]
         refs += [w.sync_close.remote() for w in self.workers]
-        for ref in refs:  # dead members cannot leave; the group dies with them
-            with contextlib.suppress(ray.exceptions.RayError):
-                ray.get(ref, timeout=self.timeout_s)
+        stuck = leave_all(refs, self.timeout_s)
+        if stuck:
+            log.warning("weight sync: %d of %d member(s) did not leave the group within "
+                        "sync.timeout_s=%g s", stuck, len(refs), self.timeout_s)  # fmt: skip
 
     def close(self) -> None:
         if self.learners is not None:
@@ -307,7 +334,9 @@ class ObjectStoreSync:
         learner, receivers = endpoints(learners, fleet, self.timeout_s)
         self.wire_dtype = receivers[0]["workers"][0]["dtype"]
         (push_bytes,) = learners.ranks.gather(
-            [learners.actors[0].sync_push_bytes.remote(self.wire_dtype)], "a sync plan"
+            [learners.actors[0].sync_push_bytes.remote(self.wire_dtype)],
+            "a sync plan",
+            timeout_s=self.timeout_s,
         )
         same_node = all(r["node"] == learner["node"] for r in receivers)
         requested = self.transport
@@ -325,7 +354,7 @@ class ObjectStoreSync:
         workers = _handles(self.fleet)
         refs = [a.sync_export.remote(self.transport, self.path, self.wire_dtype)
                 for a in self.learners.actors]  # fmt: skip
-        sent = self.learners.ranks.gather(refs, "a weight export")[0]
+        sent = self.learners.ranks.gather(refs, "a weight export", timeout_s=self.timeout_s)[0]
         t0 = time.perf_counter()
         version = self.learners.version  # stamped on every sample the workers draw from now
         if self.transport == "shm":

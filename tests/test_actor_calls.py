@@ -1,13 +1,17 @@
 """rrr/core/actor_calls.py on real Ray actors: results in order, the first dead actor raises at once
-(while a survivor is still blocked, as in a collective), a bound on the wait, typed errors."""
+(while a survivor is still blocked, as in a collective), a bound on the wait, typed errors; a
+survivor's error is blamed on the peer that died; the calls a failure leaves behind are
+collected (no "Unhandled error" from Ray later); leaving a sync group waits under one
+deadline."""
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
 
-from rrr.core.actor_calls import ACTOR_GONE, first_line, wait_all
+from rrr.core.actor_calls import ACTOR_GONE, DEATH_REPORT_S, first_line, wait_all
 
 
 class Lost(RuntimeError):
@@ -32,6 +36,14 @@ def peer_cls(ray_local):
 
         def fail(self) -> None:
             raise ValueError("the actor's own bug")
+
+        def crash_after(self, delay_s: float) -> None:
+            time.sleep(delay_s)
+            self.crash()
+
+        def fail_after(self, delay_s: float) -> None:
+            time.sleep(delay_s)  # a survivor's collective, failing when its peer went away
+            raise RuntimeError("Connection closed by peer")
 
     return Peer
 
@@ -88,3 +100,85 @@ def test_an_error_of_the_actors_own_code_is_not_a_lost_actor(ray_local, peer_cls
         assert wait_all([peer.echo.remote(7)]) == [7]  # and the actor lives on
     finally:
         ray_local.kill(peer)
+
+
+def test_a_survivors_error_is_blamed_on_the_peer_that_died(ray_local, peer_cls):
+    """The survivor's collective fails at once; Ray reports its peer's death later: the death
+    is the error (the owner's typed one), not the survivor's gloo message."""
+    survivor, dying = peer_cls.remote(), peer_cls.remote()
+    try:
+        with pytest.raises(Lost, match="rank 1 died") as info:
+            wait_all([survivor.fail_after.remote(0.0), dying.crash_after.remote(0.5)],
+                     on_gone=lambda rank, exc: Lost(f"rank {rank} died"))  # fmt: skip
+        assert isinstance(info.value.__cause__, ray_local.exceptions.RayTaskError)
+        # Nobody died: the actor's own error, once the others had DEATH_REPORT_S to report.
+        alive = peer_cls.remote()
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="closed by peer"):
+            wait_all([alive.fail_after.remote(0.0), survivor.block.remote()],
+                     on_gone=lambda rank, exc: Lost("wrong blame"))  # fmt: skip
+        assert DEATH_REPORT_S <= time.monotonic() - t0 < DEATH_REPORT_S + 30
+        ray_local.kill(alive)
+    finally:
+        ray_local.kill(survivor)
+        ray_local.kill(dying)
+
+
+def _unhandled(ray_local, monkeypatch) -> list[str]:
+    """What Ray reports as "Unhandled error" (an error no one `ray.get`), as it happens."""
+    seen: list[str] = []
+    monkeypatch.setattr(ray_local._private.worker, "_unhandled_error_handler",
+                        lambda e: seen.append(first_line(e)))  # fmt: skip
+    return seen
+
+
+def _wait_for(seen: list[str], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not seen and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.5)
+
+
+def test_the_calls_a_failure_leaves_behind_are_collected(ray_local, peer_cls, monkeypatch):
+    """A rank died; the survivor's call fails later (its collective lost the peer). Nobody
+    gathers that call again: wait_all collects it, so Ray prints no "Unhandled error"."""
+    seen = _unhandled(ray_local, monkeypatch)
+    # The control: the same calls, gathered as before (the first death raised, the rest left).
+    survivor, dying = peer_cls.remote(), peer_cls.remote()
+    refs = [survivor.fail_after.remote(1.0), dying.crash.remote()]
+    with pytest.raises(ACTOR_GONE):
+        ray_local.get(refs[1])
+    time.sleep(3)  # the survivor's call fails meanwhile (a `ray.wait` on it would count as
+    del refs  # collecting it)
+    _wait_for(seen, 30)
+    assert seen, "the control left an error uncollected: Ray must have reported it"
+    seen.clear()
+    ray_local.kill(survivor)
+
+    survivor, dying = peer_cls.remote(), peer_cls.remote()
+    try:
+        with pytest.raises(Lost):
+            wait_all([survivor.fail_after.remote(1.0), dying.crash.remote()],
+                     on_gone=lambda rank, exc: Lost(f"rank {rank} died"))  # fmt: skip
+        _wait_for(seen, 8)
+        assert not seen, seen
+    finally:
+        ray_local.kill(survivor)
+        ray_local.kill(dying)
+
+
+def test_leaving_waits_for_every_member_under_one_deadline(ray_local, peer_cls):
+    """Two members stuck in their leave (as an NCCL `shutdown()` would block) and a dead one:
+    leaving returns after one timeout, not one per member, and counts those left behind."""
+    from rrr.learner.weight_sync import leave_all
+
+    peers = [peer_cls.remote() for _ in range(4)]
+    try:
+        refs = [peers[0].echo.remote(0), peers[1].block.remote(), peers[2].block.remote(),
+                peers[3].crash.remote()]  # fmt: skip
+        t0 = time.monotonic()
+        assert leave_all(refs, timeout_s=3.0) == 2
+        assert 3.0 <= time.monotonic() - t0 < 3.0 + 20
+    finally:
+        for p in peers:
+            ray_local.kill(p)

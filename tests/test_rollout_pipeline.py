@@ -235,3 +235,35 @@ def test_background_spans_give_each_step_its_own_overlap_share():
     # the abandoned one), none in step 3 (its rollout was made again in take: waited for)
     assert [len(spans) for spans in ahead] == [1, 1, 0]
     assert all(end < math.inf for spans in ahead for _, end in spans)
+
+
+def test_close_stops_a_rollout_ahead_at_its_next_generate_call():
+    """A run that ends (a lost learner rank, a signal) drops the rollout started ahead: close
+    waits only for the generate call in progress, the next one is refused, and the fleet
+    generates again for whoever uses it next."""
+    from rrr.actors.rollout_worker import GenerateCancelled
+
+    cancel, calls, started = threading.Event(), [], threading.Event()
+
+    def generate() -> None:  # RolloutFleet.generate's check, then a call that takes 0.2 s
+        if cancel.is_set():
+            raise GenerateCancelled("refused")
+        started.set()
+        time.sleep(0.2)
+        calls.append(1)
+
+    def produce(step):
+        for _ in range(20):  # a rollout of 20 phases: 4 s if run to its end
+            generate()
+        return Stamps([0]), {}, {"consumed": step}
+
+    pipe = RolloutPipeline(produce, 1, cancel=cancel)
+    pipe.take(1)
+    calls.clear()
+    pipe.start_ahead(2)
+    started.wait(5)
+    t0 = time.perf_counter()
+    pipe.close()
+    assert time.perf_counter() - t0 < 1.0, "close must not wait for the whole rollout"
+    assert 1 <= len(calls) < 20 and not cancel.is_set()
+    generate()  # the next run generates

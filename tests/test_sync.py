@@ -176,6 +176,55 @@ def test_killed_rollout_worker_rejoins_a_new_group_and_the_next_step_runs(
         _restore(ray_local, tied_fleet.workers, tied_model_path)
 
 
+@pytest.mark.slow
+def test_killed_learner_rank_leaves_and_a_new_group_reconnects_within_bounds(
+    ray_local, tied_fleet, tied_model_path
+):
+    """Learner rank 0 (the group's rank 0) SIGKILLed after a push, the mirror image of a dead
+    rollout worker: the next push is LearnerLost within sync.timeout_s (the receivers, whose
+    reload stopped part-way, go back to the base model), the old link's leave
+    (every surviving vLLM worker aborts its side) returns within one sync.timeout_s, and a new
+    learner group connects a new link and pushes to the same engines."""
+    from rrr.core.config import SyncConfig
+    from rrr.learner.group import LearnerLost
+    from rrr.learner.weight_sync import make_weight_sync
+
+    bound = 30.0
+    cfg = SyncConfig(backend="collective", timeout_s=bound)
+    group = _learner_group(tied_model_path)
+    sync = make_weight_sync(cfg, group, tied_fleet)
+    try:
+        sync.push()
+        os.kill(ray_local.get(group.actors[0].pid.remote()), 9)
+        t0 = time.monotonic()
+        with pytest.raises(LearnerLost):
+            sync.push()
+        assert time.monotonic() - t0 < bound + 15, "a dead learner must not hang the push"
+        # The receivers' reload stopped part-way: each engine is back on the base model (not
+        # half-loaded, whose next forward killed vLLM) and its samples say version 0.
+        from rrr.core.generation import GenRequest
+
+        req = GenRequest([1, 42, 77], n=1, temperature=1.0, max_tokens=4)
+        for w in tied_fleet.workers:
+            assert ray_local.get(w.generate.remote([req], seed=1))[0][0].version == 0
+        t0 = time.monotonic()
+        sync.close()  # what train()'s cleanup does after a LearnerLost
+        left_s = time.monotonic() - t0
+        assert left_s < bound + 15, f"leaving took {left_s:.0f} s"
+    finally:
+        group.shutdown()
+    group = _learner_group(tied_model_path)
+    t0 = time.monotonic()
+    sync = make_weight_sync(cfg, group, tied_fleet)
+    try:
+        assert time.monotonic() - t0 < 2 * bound
+        _step_sync_and_compare(ray_local, tied_fleet.workers, group, sync)
+    finally:
+        sync.close()
+        group.shutdown()
+        _restore(ray_local, tied_fleet.workers, tied_model_path)
+
+
 def _learner_group(model_path: str, **overrides):
     from rrr.core.config import LearnerConfig
     from rrr.learner.group import LearnerGroup
@@ -286,25 +335,22 @@ def test_aliases_follow_the_weight_they_share() -> None:
     assert got == [("model.embed_tokens.weight", 1), ("lm_head.weight", 1)]
 
 
-def test_leaving_a_sync_group_destroys_it(monkeypatch) -> None:
-    """leave_group shuts the group down through vLLM's stateless destroy (on NCCL, an abort of
-    the communicator, so a dead peer cannot hang a reconnect or exit); None is a no-op."""
-    import vllm.distributed.utils as vllm_dist
+def test_leaving_a_sync_group_aborts_it(monkeypatch) -> None:
+    """leave_group aborts the group and never calls the blocking `shutdown()` (on NCCL a
+    `ncclCommDestroy` that a dead peer can hang, rrr/core/weights/group.py); None is a no-op."""
+    import torch.distributed as dist
 
     from rrr.core.weights.group import init_group, leave_group
     from tests.helpers import free_port
 
-    destroyed = []
-    real = vllm_dist.stateless_destroy_torch_distributed_process_group
-
-    def spy(pg):
-        destroyed.append(pg)
-        real(pg)
-
-    monkeypatch.setattr(vllm_dist, "stateless_destroy_torch_distributed_process_group", spy)
+    calls: list[str] = []
+    for name in ("abort", "shutdown"):
+        real = getattr(dist.ProcessGroup, name)
+        monkeypatch.setattr(dist.ProcessGroup, name,
+                            lambda pg, n=name, f=real: (calls.append(n), f(pg))[1])  # fmt: skip
     group = init_group("127.0.0.1", free_port(), 0, 1, "gloo", 30.0)
     t = torch.arange(4.0)
     torch.distributed.broadcast(t, group_src=0, group=group)  # a working group
     leave_group(group)
     leave_group(None)
-    assert destroyed == [group]
+    assert calls == ["abort"]

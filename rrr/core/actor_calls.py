@@ -10,6 +10,8 @@ EngineStartError, ...), and turns a peer that never answers into the caller's ti
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -41,23 +43,94 @@ def wait_all(
 
     - The first ref whose actor is gone raises at once: `on_gone(index, ray_error)` (chained
       to the Ray error), or the Ray error itself when no `on_gone` is given.
+    - An actor's own error is checked against the others first (`blame_a_death`): when a peer
+      died, the survivors' collectives fail with it ("Connection closed by peer"), often before
+      Ray has reported the death, and the death is the cause to report.
     - With `timeout_s`, refs still pending when it runs out raise `on_timeout(pending)`
       (a TimeoutError without it).
+    - On any raise, the calls not collected yet are collected in the background
+      (`collect_later`): nobody else will, and Ray prints an uncollected error as a page of
+      "Unhandled error" traceback long after the run has dealt with it.
     """
     refs = list(refs)
     pending = list(refs)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while pending:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, pending = ray.wait(pending, num_returns=1, timeout=left)
-        if not ready:
-            if on_timeout is not None:
-                raise on_timeout(len(pending))
-            raise TimeoutError(f"{len(pending)} of {len(refs)} calls did not answer in time")
-        try:
-            ray.get(ready[0])
-        except ACTOR_GONE as exc:
-            if on_gone is None:
-                raise
-            raise on_gone(refs.index(ready[0]), exc) from exc
+    try:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not ready:
+                if on_timeout is not None:
+                    raise on_timeout(len(pending))
+                raise TimeoutError(f"{len(pending)} of {len(refs)} calls did not answer in time")
+            try:
+                ray.get(ready[0])
+            except ACTOR_GONE as exc:
+                if on_gone is None:
+                    raise
+                raise on_gone(refs.index(ready[0]), exc) from exc
+            except ray.exceptions.RayTaskError as exc:
+                if on_gone is None:
+                    raise
+                dead = blame_a_death(refs, pending)
+                if dead is None:
+                    raise
+                index, death = dead
+                raise on_gone(index, death) from exc
+    except BaseException:
+        collect_later(pending)
+        raise
     return ray.get(refs)
+
+
+# How long an actor's own error waits for a peer's death to be reported before it is taken as
+# the cause. Ray reports a SIGKILLed actor to its caller within about a second here (a gloo
+# survivor fails in milliseconds); this leaves room for a loaded machine, and is spent only
+# when a call has already failed.
+DEATH_REPORT_S = 5.0
+
+
+def blame_a_death(refs: list[Any], pending: list[Any]) -> tuple[int, BaseException] | None:
+    """The index and Ray error of a call in `refs` whose actor is gone, waiting up to
+    DEATH_REPORT_S for the `pending` ones; None if every actor is alive. Collects what it
+    waits for (removed from `pending`)."""
+    if pending:
+        _, still = ray.wait(pending, num_returns=len(pending), timeout=DEATH_REPORT_S)
+        pending[:] = still
+    for i, ref in enumerate(refs):
+        if ref in pending:
+            continue
+        try:
+            ray.get(ref, timeout=0)
+        except ACTOR_GONE as exc:
+            return i, exc
+        except Exception:  # an actor's own error: it is alive, look further
+            continue
+    return None
+
+
+# How long `collect_later` waits for the calls it was handed: the owner kills a failed group's
+# actors right after (their calls then resolve at once); a call of an actor nobody kills is
+# let go after this.
+COLLECT_S = 600.0
+
+
+def collect_later(refs: list[Any]) -> None:
+    """Collect `refs` (results or errors) on a daemon thread, discarding them: the calls of a
+    group that already failed, which no caller will `ray.get` again."""
+    if not refs:
+        return
+    refs = list(refs)
+
+    def collect() -> None:
+        # Short waits, so that a Ray shut down meanwhile is noticed between them (a wait in
+        # progress then raises SystemExit): nothing is kept either way.
+        pending, deadline = refs, time.monotonic() + COLLECT_S
+        with contextlib.suppress(Exception, SystemExit):
+            while pending and time.monotonic() < deadline and ray.is_initialized():
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+                for ref in ready:
+                    with contextlib.suppress(Exception):
+                        ray.get(ref)
+
+    threading.Thread(target=collect, name="rrr-collect-failed-calls", daemon=True).start()

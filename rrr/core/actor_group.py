@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from rrr.core.actor_calls import ACTOR_GONE, first_line, wait_all
+from rrr.core.actor_calls import ACTOR_GONE, blame_a_death, collect_later, first_line, wait_all
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,15 @@ class ActorGroup:
         """`call(actor)` for every actor: the refs, in slot order (one round-trip each)."""
         return [call(a) for a in self.actors]
 
+    def _gone(self, index: int, exc: BaseException, what: str) -> BaseException:
+        return self.error(f"{self.name} {index} died during {what}: {first_line(exc)}")
+
     def gather(self, refs: list[Any], what: str, *, timeout_s: float | None = None) -> list[Any]:
         """The results in slot order; the first actor found dead raises the owner's error at
         once (rrr/core/actor_calls.py says why that cannot wait for the others)."""
 
         def gone(index: int, exc: BaseException) -> BaseException:
-            return self.error(f"{self.name} {index} died during {what}: {first_line(exc)}")
+            return self._gone(index, exc, what)
 
         def too_slow(pending: int) -> BaseException:
             return self.error(
@@ -108,6 +111,17 @@ class ActorGroup:
             )
 
         return wait_all(refs, on_gone=gone, timeout_s=timeout_s, on_timeout=too_slow)
+
+    def raise_if_dead(self, refs: list[Any], what: str) -> None:
+        """Calls of this group whose peers (in one collective) failed: the owner's error if one
+        of these actors is gone, as the likelier cause (waiting up to DEATH_REPORT_S for Ray to
+        report it); nothing if all are alive. Every call is collected, now or later."""
+        pending = list(refs)
+        dead = blame_a_death(list(refs), pending)
+        collect_later(pending)
+        if dead is not None:
+            index, exc = dead
+            raise self._gone(index, exc, what) from exc
 
     def run(self, call: Callable[[Any], Any], what: str, *, timeout_s: float | None = None) -> list:
         """`gather(each(call))`: one call on every actor, every result."""

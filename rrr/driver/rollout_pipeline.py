@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,12 +86,16 @@ class RolloutPipeline:
         max_staleness: int,
         fleet_version: int = 0,
         resync: Callable[[], int] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         """`resync()` pushes the learner's weights to the whole fleet and returns their
-        version; it is called only after a rollout was abandoned."""
+        version; it is called only after a rollout was abandoned. `cancel`: the fleet's
+        (RolloutFleet.cancel), set while `close` drops a rollout, so that the rollout stops at
+        its next generate call instead of running to its end."""
         if max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
         self.produce, self.max_staleness, self.resync = produce, max_staleness, resync
+        self.cancel = cancel
         self.fleet_version = fleet_version  # learner updates in the fleet's weights
         self.abandoned = 0  # rollouts dropped because a worker was replaced mid-rollout
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout")
@@ -181,9 +186,18 @@ class RolloutPipeline:
         return self._ahead is not None and not self._ahead[1].done()
 
     def close(self) -> None:
-        """Stop: a rollout started ahead is waited for and dropped (its failures are drawn
-        again after a resume, see the module docstring)."""
-        self.idle()
+        """Stop: a rollout started ahead is dropped (its failures are drawn again after a
+        resume, see the module docstring). It is waited for, since the fleet is then used again
+        (a learner restart pushes to it), but only to the end of the generate call it is in:
+        `cancel` makes its next call raise. A lost learner rank used to wait here for the whole
+        rollout (37-50 s on configs/cluster-cpu.yaml, issue 32)."""
+        if self.running_ahead and self.cancel is not None:
+            self.cancel.set()
+        try:
+            self.idle()
+        finally:
+            if self.cancel is not None:
+                self.cancel.clear()  # the next run's rollouts generate again
         self._ahead = None
         self._pool.shutdown(wait=True)
 

@@ -69,6 +69,7 @@ class StopRequested:
 def train(cfg: Config) -> dict[str, Any]:
     from rrr.driver.stack import generation_stack
     from rrr.learner.group import LearnerLost
+    from rrr.learner.weight_sync import SyncError
 
     check_training(cfg)
     run_dir = Path(cfg.logging.output_dir)
@@ -82,14 +83,30 @@ def train(cfg: Config) -> dict[str, Any]:
         while True:  # the rollout fleet and the verifier pool outlive a lost learner group
             try:
                 return learn(cfg, stack, failures, run_dir, restarts)
+            except SyncError as exc:
+                # A peer alive but silent past sync.timeout_s (a hung engine, a partition), in
+                # a push or while a new learner group connects: a further group would wait on
+                # the same peer, so the job stops here, every wait having been bounded.
+                raise SyncError(f"{exc}. {resume_hint(run_dir)}") from exc
             except LearnerLost as exc:
                 if restarts >= cfg.learner.max_restarts:
-                    raise
+                    raise LearnerLost(f"{exc}. {resume_hint(run_dir)}") from exc
                 restarts += 1
                 log.warning(
                     "%s: a new learner group resumes from the last checkpoint (restart %d of "
                     "learner.max_restarts=%d)", exc, restarts, cfg.learner.max_restarts,
                 )  # fmt: skip
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What a stopped job leaves to resume from, and how."""
+    from rrr.learner import checkpoint as ckpt
+
+    latest = ckpt.latest_valid(run_dir / "checkpoints")
+    if latest is None:
+        return f"No checkpoint in {run_dir} yet: `rrr train` there starts over"
+    return (f"The newest complete checkpoint is {latest}: `rrr train` with logging.output_dir="
+            f"{run_dir} resumes from it")  # fmt: skip
 
 
 def learn(
@@ -326,9 +343,8 @@ def start_run(
             link.push()
         return learners.version
 
-    rollouts = RolloutPipeline(
-        produce, cfg.rollout.max_staleness, fleet_version=start, resync=resync
-    )
+    rollouts = RolloutPipeline(produce, cfg.rollout.max_staleness, fleet_version=start,
+                               resync=resync, cancel=stack.fleet.cancel)  # fmt: skip
     cleanup.callback(rollouts.close)
 
     def on_restart(replaced: list[int]) -> None:

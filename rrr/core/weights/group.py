@@ -32,15 +32,28 @@ def init_group(
 
 
 def leave_group(group: Any) -> None:
-    """Destroy a sync group (both halves call this; a None group is a no-op) with vLLM's
-    counterpart of the helper that made it. Its `shutdown()` aborts an NCCL communicator, so a
-    peer that died or left cannot hang a reconnect or the process's exit in NCCL's teardown;
-    `torch.distributed.destroy_process_group` does not know a stateless group and only raised.
+    """Leave a sync group (both halves call this; a None group is a no-op) by aborting it.
+
+    Abort, never shut down. In torch 2.13 `ProcessGroup.shutdown()` is the normal exit
+    (torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp:980-981, "Destroy (shutdown) this
+    backend -- normal exit"): it flushes (`ncclCommFinalize`) and then `ncclCommDestroy`s,
+    and it blocks by design (pytorch PR #141510: "for a bad program, a hang is expected").
+    Once a peer has crashed, that destroy can hang the healthy ranks (pytorch PR #180611), and
+    NCCL wants every surviving rank on a node to abort (NCCL issue #863). `abort()`
+    (ProcessGroupNCCL.hpp:983-985, "similar to ncclCommAbort") is the call that cannot wait on a
+    peer; it is itself bounded by the group's timeout (sync.timeout_s).
+
+    Nothing is lost by aborting a healthy group: it carries nothing between pushes (both halves
+    wait for every broadcast of a push before anyone leaves), so there is nothing to flush. So
+    every leave aborts, whether or not a peer is known dead: one path, and a peer that died
+    unnoticed cannot hang it. vLLM's `stateless_destroy_torch_distributed_process_group` calls
+    `shutdown()`, which is why it is not used here. On gloo both calls are no-ops
+    (c10d/Backend.hpp:522-529, not overridden by ProcessGroupGloo): a dead gloo peer shows as
+    "Connection closed by peer" on the next collective, and leaving returns at once.
     """
     if group is None:
         return
-    from vllm.distributed.utils import stateless_destroy_torch_distributed_process_group
-
-    # A group whose peer is already gone may fail to shut down cleanly; it is dropped anyway.
-    with contextlib.suppress(RuntimeError, ValueError):
-        stateless_destroy_torch_distributed_process_group(group)
+    # The group was made unnamed (never registered with c10d), so there is nothing to
+    # unregister; a group whose communicator already failed may raise here: dropped anyway.
+    with contextlib.suppress(RuntimeError):
+        group.abort()
