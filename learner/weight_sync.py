@@ -106,7 +106,7 @@ def _wait(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
 def leave_all(refs: list[Any], timeout_s: float) -> int:
     """Wait for the members' `sync_close` calls under one deadline, collecting every answer (an
     error too: a dead member's is expected, and one never collected is printed by Ray as an
-    "Unhandled error" later; the late ones are collected in the background). Returns how many
+    "Unhandled error" later; the late ones when they complete). Returns how many
     did not answer in time."""
     done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     for ref in done:

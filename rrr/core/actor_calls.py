@@ -10,10 +10,9 @@ EngineStartError, ...), and turns a peer that never answers into the caller's ti
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import ray
@@ -48,9 +47,9 @@ def wait_all(
       Ray has reported the death, and the death is the cause to report.
     - With `timeout_s`, refs still pending when it runs out raise `on_timeout(pending)`
       (a TimeoutError without it).
-    - On any raise, the calls not collected yet are collected in the background
-      (`collect_later`): nobody else will, and Ray prints an uncollected error as a page of
-      "Unhandled error" traceback long after the run has dealt with it.
+    - On any raise, the calls not collected yet are collected
+      when they complete (`collect_later`): nobody else will, and Ray prints an uncollected
+      error as a page of "Unhandled error" traceback long after the run has dealt with it.
     """
     refs = list(refs)
     pending = list(refs)
@@ -109,28 +108,14 @@ def blame_a_death(refs: list[Any], pending: list[Any]) -> tuple[int, BaseExcepti
     return None
 
 
-# How long `collect_later` waits for the calls it was handed: the owner kills a failed group's
-# actors right after (their calls then resolve at once); a call of an actor nobody kills is
-# let go after this.
-COLLECT_S = 600.0
-
-
 def collect_later(refs: list[Any]) -> None:
-    """Collect `refs` (results or errors) on a daemon thread, discarding them: the calls of a
-    group that already failed, which no caller will `ray.get` again."""
-    if not refs:
-        return
-    refs = list(refs)
+    """Collect `refs` (results or errors) when they complete, discarding them: the calls of a
+    group that already failed, which no caller will `ray.get` again. Through Ray's completion
+    callback (`ObjectRef.future`): no thread, no wait, nothing that could touch Ray after it
+    shut down (a callback that never fires keeps nothing)."""
+    for ref in refs:
+        ref.future().add_done_callback(_read_and_drop)
 
-    def collect() -> None:
-        # Short waits, so that a Ray shut down meanwhile is noticed between them (a wait in
-        # progress then raises SystemExit): nothing is kept either way.
-        pending, deadline = refs, time.monotonic() + COLLECT_S
-        with contextlib.suppress(Exception, SystemExit):
-            while pending and time.monotonic() < deadline and ray.is_initialized():
-                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-                for ref in ready:
-                    with contextlib.suppress(Exception):
-                        ray.get(ref)
 
-    threading.Thread(target=collect, name="rrr-collect-failed-calls", daemon=True).start()
+def _read_and_drop(future: Future) -> None:
+    future.exception()  # reading it is what tells Ray the error was handled

@@ -87,10 +87,10 @@ def train(cfg: Config) -> dict[str, Any]:
                 # A peer alive but silent past sync.timeout_s (a hung engine, a partition), in
                 # a push or while a new learner group connects: a further group would wait on
                 # the same peer, so the job stops here, every wait having been bounded.
-                raise SyncError(f"{exc}. {resume_hint(run_dir)}") from exc
+                raise SyncError(f"{str(exc).rstrip('.')}. {resume_hint(run_dir)}") from exc
             except LearnerLost as exc:
                 if restarts >= cfg.learner.max_restarts:
-                    raise LearnerLost(f"{exc}. {resume_hint(run_dir)}") from exc
+                    raise LearnerLost(f"{str(exc).rstrip('.')}. {resume_hint(run_dir)}") from exc
                 restarts += 1
                 log.warning(
                     "%s: a new learner group resumes from the last checkpoint (restart %d of "
