@@ -54,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.episodes import synthetic_episodes
 from rrr.core.config import LearnerConfig
 from rrr.core.models import resolve_model
 from rrr.core.train_batch import TrainBatch, build_train_batch
@@ -86,22 +87,9 @@ SHAPES = {
 
 
 def make_groups(shape: Shape, vocab: int, seed: int = 0):
-    """Failure-major episodes: each group shares one context (lengths vary +-10 % between
-    groups); reflection lengths spread from half the limit to the limit (mean ~3/4), the last
-    of each group truncated at the limit."""
-    g = torch.Generator().manual_seed(seed)
-    tokens, spans, logprobs, rewards = [], [], [], []
-    for f in range(shape.groups):
-        ctx_len = shape.context + (f % 3 - 1) * shape.context // 10
-        context = torch.randint(0, vocab, (ctx_len,), generator=g).tolist()
-        for i in range(shape.group_size):
-            frac = 0.5 + 0.5 * (i + 1) / shape.group_size
-            n = max(1, round(shape.reflection * frac))
-            tokens.append(context + torch.randint(0, vocab, (n,), generator=g).tolist())
-            spans.append((ctx_len, ctx_len + n))
-            logprobs.append((-torch.rand(n, generator=g) * 4 - 8).tolist())
-            rewards.append(float((f + i) % 2))
-    return tokens, spans, logprobs, rewards
+    """The shape's episodes (bench/episodes.py), with a trained sampler's log-probs."""
+    return synthetic_episodes(shape.groups, shape.group_size, shape.context, shape.reflection,
+                              vocab, seed=seed)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- memory

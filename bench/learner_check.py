@@ -173,25 +173,16 @@ def param_count(name: str, values: dict[str, Any]) -> int:
 
 
 def make_batch(shape: Batch, vocab: int, seed: int = 0):
-    """Failure-major episodes (bench/learner.py's make_groups): each group shares one context
-    (lengths +-10 % between groups), reflections from half the limit to the limit. The
-    sampler's log-probs sit near log(1/V), where a random-init model's are, so that PPO
-    ratios start near 1 and few tokens are clipped (a clipped token has no gradient)."""
+    """The shape's episodes (bench/episodes.py) as a train batch, with log-probs near log(1/V),
+    where a random-init model's are: PPO ratios start near 1 and few tokens are clipped."""
+    from bench.episodes import synthetic_episodes
     from rrr.core.train_batch import build_train_batch
 
-    g = torch.Generator().manual_seed(seed)
-    tokens, spans, logprobs, rewards = [], [], [], []
-    for f in range(shape.groups):
-        ctx_len = shape.context + (f % 3 - 1) * shape.context // 10
-        context = torch.randint(0, vocab, (ctx_len,), generator=g).tolist()
-        for i in range(shape.group_size):
-            n = max(1, round(shape.reflection * (0.5 + 0.5 * (i + 1) / shape.group_size)))
-            tokens.append(context + torch.randint(0, vocab, (n,), generator=g).tolist())
-            spans.append((ctx_len, ctx_len + n))
-            noise = (torch.rand(n, generator=g) - 0.5) * 0.2
-            logprobs.append((noise - math.log(vocab)).tolist())
-            rewards.append(float((f + i) % 2))
-    return build_train_batch(tokens, spans, logprobs, rewards, shape.group_size)
+    episodes = synthetic_episodes(
+        shape.groups, shape.group_size, shape.context, shape.reflection, vocab,
+        seed=seed, logprobs="near_uniform",
+    )  # fmt: skip
+    return build_train_batch(*episodes, shape.group_size)
 
 
 def free_memory() -> None:
