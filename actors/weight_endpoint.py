@@ -59,9 +59,9 @@ class WeightEndpoint:
         return loaded
 
     def _reload(self, method: str, args: tuple[Any, ...], version: int | None) -> int:
-        """One reload on every vLLM worker; the count of tensors loaded. A reload that fails
-        part-way leaves the workers on the base model (worker_extension._rrr_restore_base):
-        the version says so, and the error goes on."""
+        """One reload on every vLLM worker; the count of tensors loaded. A reload that fails, at
+        any point, leaves the workers on the base model (worker_extension._rrr_reload): the
+        version says so, and the error goes on."""
         try:
             counts = self.llm.collective_rpc(method, args=args)
         except BaseException:

@@ -67,12 +67,18 @@ class WeightReceiver:
         """Load a (full or partial) safetensors state dict from `path`; return tensor count."""
         from safetensors.torch import load_file
 
-        return self._rrr_reload(iter(load_file(path).items()), aliases)
+        def weights() -> Iterator[tuple[str, Any]]:  # read inside the reload, as its failure
+            yield from load_file(path).items()
+
+        return self._rrr_reload(weights(), aliases)
 
     def _rrr_reload(
         self, weights: Iterator[tuple[str, Any]], aliases: dict[str, str] | None
     ) -> int:
-        """vLLM's in-place reload of `weights`, each shared weight also under its aliases."""
+        """vLLM's in-place reload of `weights`, each shared weight also under its aliases.
+        `weights` is lazy: whatever fails while producing it (a missing file, no group, a sender
+        that died) fails inside the reload, so every failed reload leaves the base model
+        (`_rrr_restore_base`), which is what WeightEndpoint then says (version 0)."""
         quiet_expected_reload_warnings()
         count = 0
 
@@ -90,7 +96,7 @@ class WeightReceiver:
         return count
 
     def _rrr_restore_base(self) -> None:
-        """After a reload that stopped part-way (the sender died mid-push, a bad file): vLLM's
+        """After a reload that failed (the sender died mid-push, a bad file): vLLM's
         layerwise reload has put every layer not yet complete on the meta device, and the next
         forward would kill the engine ("Meta tensors", found by tests/test_sync.py). Finish it
         (layers that got nothing get their old tensors back), then reload the model directory's
@@ -194,12 +200,13 @@ class WeightReceiver:
         from rrr.core.weights.wire import unpack_bucket
 
         group = getattr(self, "_rrr_group", None)
-        if group is None:
-            raise RuntimeError("rrr_receive_buckets before rrr_init_group")
-        buckets, aliases = self._rrr_plan, self._rrr_plan_aliases
+        buckets = getattr(self, "_rrr_plan", [])
+        aliases = getattr(self, "_rrr_plan_aliases", None)
         device = self._rrr_device()
 
         def weights() -> Iterator[tuple[str, Any]]:
+            if group is None:
+                raise RuntimeError("rrr_receive_buckets before rrr_init_group")
             for bucket in buckets:
                 buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
                 dist.broadcast(buf, group_src=0, group=group)

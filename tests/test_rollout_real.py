@@ -165,3 +165,34 @@ def test_vllm_worker_runs_this_checkouts_extension(ray_local, rollout_worker):
     info = ray_local.get(rollout_worker.sync_info.remote())
     (worker,) = info["workers"]
     assert Path(worker["code"]) == ROOT / "actors" / "worker_extension.py"
+
+
+def test_a_failed_reload_leaves_the_base_model_and_says_version_0(
+    ray_local, rollout_worker, prompt, tiny_model_path, tmp_path
+):
+    """A reload that fails, even before its first tensor (a file that is not there), leaves the
+    engine on the model directory's weights, and its samples say version 0: never a
+    half-loaded engine, never a version it does not hold (actors/worker_extension.py)."""
+    from transformers import AutoModelForCausalLM
+
+    greedy = [GenRequest(prompt, n=1, temperature=0.0, max_tokens=24)]
+    base = ray_local.get(rollout_worker.generate.remote(greedy))[0][0]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(2)
+    moved = {k: v + 0.5 * torch.randn(v.shape, generator=gen)
+             for k, v in model.state_dict().items()}  # fmt: skip
+    path = tmp_path / "moved.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in moved.items()}, str(path))
+    try:
+        ray_local.get(rollout_worker.load_weights_file.remote(str(path), None, 7))
+        stamped = ray_local.get(rollout_worker.generate.remote(greedy))[0][0]
+        assert stamped.version == 7 and stamped.token_ids != base.token_ids
+        with pytest.raises(ray_local.exceptions.RayTaskError, match=r"No such file|not found"):
+            ray_local.get(rollout_worker.load_weights_file.remote(str(tmp_path / "gone"), None, 8))
+        after = ray_local.get(rollout_worker.generate.remote(greedy))[0][0]
+        assert after.version == 0 and after.token_ids == base.token_ids
+    finally:
+        ray_local.get(rollout_worker.load_weights_file.remote(
+            str(Path(tiny_model_path) / "model.safetensors"), None, 0))  # fmt: skip
