@@ -104,15 +104,11 @@ def _wait(refs: list[Any], what: str, timeout_s: float) -> list[Any]:
 
 
 def leave_all(refs: list[Any], timeout_s: float) -> int:
-    """Wait for the members' `sync_close` calls under one deadline, collecting every answer (an
-    error too: a dead member's is expected, and one never collected is printed by Ray as an
-    "Unhandled error" later; the late ones when they complete). Returns how many
-    did not answer in time."""
-    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    for ref in done:
-        with contextlib.suppress(ray.exceptions.RayError):
-            ray.get(ref)
-    collect_later(pending)
+    """Wait for the members' `sync_close` calls under one deadline; how many did not answer in
+    time. Every answer is collected, an error too (a dead member's is expected, and one never
+    collected is printed by Ray as an "Unhandled error" later), the late ones when they come."""
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    collect_later(refs)
     return len(pending)
 
 

@@ -87,10 +87,10 @@ def train(cfg: Config) -> dict[str, Any]:
                 # A peer alive but silent past sync.timeout_s (a hung engine, a partition), in
                 # a push or while a new learner group connects: a further group would wait on
                 # the same peer, so the job stops here, every wait having been bounded.
-                raise SyncError(f"{str(exc).rstrip('.')}. {resume_hint(run_dir)}") from exc
+                raise SyncError(with_resume_hint(exc, run_dir)) from exc
             except LearnerLost as exc:
                 if restarts >= cfg.learner.max_restarts:
-                    raise LearnerLost(f"{str(exc).rstrip('.')}. {resume_hint(run_dir)}") from exc
+                    raise LearnerLost(with_resume_hint(exc, run_dir)) from exc
                 restarts += 1
                 log.warning(
                     "%s: a new learner group resumes from the last checkpoint (restart %d of "
@@ -98,15 +98,17 @@ def train(cfg: Config) -> dict[str, Any]:
                 )  # fmt: skip
 
 
-def resume_hint(run_dir: Path) -> str:
-    """What a stopped job leaves to resume from, and how."""
+def with_resume_hint(exc: BaseException, run_dir: Path) -> str:
+    """The error that stops the job, then what it leaves to resume from, and how."""
     from rrr.learner import checkpoint as ckpt
 
     latest = ckpt.latest_valid(run_dir / "checkpoints")
     if latest is None:
-        return f"No checkpoint in {run_dir} yet: `rrr train` there starts over"
-    return (f"The newest complete checkpoint is {latest}: `rrr train` with logging.output_dir="
-            f"{run_dir} resumes from it")  # fmt: skip
+        hint = f"No checkpoint in {run_dir} yet: `rrr train` there starts over"
+    else:
+        hint = (f"The newest complete checkpoint is {latest}: `rrr train` with "
+                f"logging.output_dir={run_dir} resumes from it")  # fmt: skip
+    return f"{str(exc).rstrip('.')}. {hint}"
 
 
 def learn(
