@@ -14,7 +14,7 @@ from rrr.core.episodes import Failure, OnlineFirstAttempts
 from rrr.core.failure_data import failure_records
 from rrr.core.generation import Sample
 from rrr.core.tasks import get_task
-from rrr.driver.train import MAX_ONLINE_DRAWS, NoFailuresLeft, next_failures
+from rrr.driver.draw import MAX_ONLINE_DRAWS, NoFailuresLeft, next_failures
 from rrr.verifiers import Verdict
 from rrr.verifiers.verdict import VERIFIER_ERROR
 
@@ -57,20 +57,20 @@ class _Engine:
 
 
 def _cfg(mode: str) -> SimpleNamespace:
-    return SimpleNamespace(episode=SimpleNamespace(first_attempt=mode),
-                           learner=SimpleNamespace(failures_per_step=2))  # fmt: skip
+    return SimpleNamespace(episode=SimpleNamespace(first_attempt=mode))
 
 
 def test_dataset_mode_reports_no_first_try() -> None:
-    failures, metrics = next_failures(_cfg("dataset"), None, EpochSampler(ROWS, 0))
-    assert len(failures) == 2 and metrics == {}
+    failures, first = next_failures(_cfg("dataset"), None, EpochSampler(ROWS, 0), 2)
+    assert len(failures) == 2 and first is None
 
 
 def test_online_mode_draws_again_until_a_failure_and_counts_what_it_skipped() -> None:
     engine = _Engine(fail_from_draw=2)
-    failures, metrics = next_failures(_cfg("online"), SimpleNamespace(engine=engine),
-                                      EpochSampler(ROWS, 0))  # fmt: skip
-    assert engine.calls == 3 and len(failures) == 2
+    failures, first = next_failures(_cfg("online"), SimpleNamespace(engine=engine),
+                                    EpochSampler(ROWS, 0), 2)  # fmt: skip
+    assert engine.calls == 3 and len(failures) == 2 and first is not None
+    metrics = first.metrics()
     # 2 draws x 1 solved + 2 failed judged; 2 context overflows skipped.
     assert metrics["first_try_success"] == pytest.approx(2 / 4)
     assert metrics["skipped_first_context_overflow"] == 2
@@ -79,5 +79,5 @@ def test_online_mode_draws_again_until_a_failure_and_counts_what_it_skipped() ->
 def test_online_mode_that_never_fails_stops_with_a_clear_error() -> None:
     engine = _Engine(fail_from_draw=10**6)
     with pytest.raises(NoFailuresLeft, match=r"episode\.first_attempt=dataset"):
-        next_failures(_cfg("online"), SimpleNamespace(engine=engine), EpochSampler(ROWS, 0))
+        next_failures(_cfg("online"), SimpleNamespace(engine=engine), EpochSampler(ROWS, 0), 2)
     assert engine.calls == MAX_ONLINE_DRAWS

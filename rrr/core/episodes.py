@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rrr.core.chat import ChatRenderer, Message
@@ -115,9 +115,55 @@ class EpisodeBatch:
     timings: dict[str, float]
     generated_tokens: int
     counters: Counter[str]
+    # Dynamic sampling (rrr/core/backfill.py): the groups (failure indices) the learner trains,
+    # in order; None trains every group. The batch's metrics stay over every group rolled out.
+    trained_groups: list[int] | None = None
 
     def rewards(self) -> list[float]:
         return [e.reward for e in self.episodes]
+
+    def group(self, g: int) -> list[Episode]:
+        """The G episodes of failure `g` (the batch is failure-major)."""
+        return self.episodes[g * self.group_size : (g + 1) * self.group_size]
+
+    def has_signal(self, g: int) -> bool:
+        """Group `g` has a GRPO signal: at least 2 members keep a reward, and not one reward
+        for all of them. Any other group gets advantage 0 (rrr.core.train_batch: a zero-std
+        group, or one left with fewer than 2 valid members)."""
+        rewards = {e.reward for e in self.group(g) if e.trainable}
+        return len(rewards) > 1  # two different rewards imply two members
+
+    def trained(self) -> EpisodeBatch:
+        """The batch the learner trains: `trained_groups` alone when dynamic sampling chose
+        them. Rollout costs (timings, tokens, counters) stay the whole rollout's."""
+        if self.trained_groups is None:
+            return self
+        episodes = []
+        for new, g in enumerate(self.trained_groups):
+            episodes += [replace(e, failure_index=new) for e in self.group(g)]
+        failures = [self.failures[g] for g in self.trained_groups]
+        return replace(self, failures=failures, episodes=episodes, trained_groups=None)
+
+    @staticmethod
+    def concat(batches: list[EpisodeBatch]) -> EpisodeBatch:
+        """Several rollouts of one step as one batch (the backfill rounds), failure indices
+        renumbered, costs summed. Each part trains whole (trained_groups None)."""
+        if not batches or {b.group_size for b in batches} != {batches[0].group_size}:
+            raise ValueError("concat needs one or more batches of one group size")
+        failures: list[Failure] = []
+        episodes: list[Episode] = []
+        timings: Counter[str] = Counter()
+        counters: Counter[str] = Counter()
+        for b in batches:
+            if b.trained_groups is not None:
+                raise ValueError("concat takes whole rollouts, before any group is chosen")
+            episodes += [replace(e, failure_index=e.failure_index + len(failures))
+                         for e in b.episodes]  # fmt: skip
+            failures += b.failures
+            timings.update(b.timings)
+            counters.update(b.counters)
+        return EpisodeBatch(failures, episodes, batches[0].group_size, dict(timings),
+                            sum(b.generated_tokens for b in batches), counters)  # fmt: skip
 
     def versions(self) -> set[int]:
         """Every policy version that sampled a part of this batch (one, when all went well)."""
@@ -172,6 +218,15 @@ class OnlineFirstAttempts:
         """Success rate over the first attempts that were judged (skipped ones are unknown)."""
         judged = self.solved + len(self.failures)
         return self.solved / judged if judged else 0.0
+
+    def __add__(self, other: OnlineFirstAttempts) -> OnlineFirstAttempts:
+        """Two draws' phases as one (the draws of one step)."""
+        return OnlineFirstAttempts(
+            self.failures + other.failures,
+            self.drawn + other.drawn,
+            self.solved + other.solved,
+            self.skipped + other.skipped,
+        )
 
     def metrics(self) -> dict[str, float]:
         out = {"first_try_success": self.first_try_success}

@@ -65,7 +65,7 @@ class Rollout:
     step: int  # the learner step that trains it
     version: int  # learner updates in the weights that sampled it (checked on every sample)
     episodes: Stamped  # rrr.core.episodes.EpisodeBatch
-    first_metrics: dict[str, float]
+    draw_metrics: dict[str, float]  # rrr.driver.draw.step_rollout's
     cursor: dict[str, Any]  # the data cursor right after this rollout's draw
     started: float  # time.perf_counter() at start and end
     finished: float
@@ -74,7 +74,7 @@ class Rollout:
         return self.step - 1 - self.version
 
 
-# produce(step) -> (episodes, first-try metrics, cursor after the draw); runs in one thread.
+# produce(step) -> (episodes, the draw's metrics, cursor after the draw); runs in one thread.
 # A produce that raises RolloutAbandoned must put its draw back first.
 Produce = Callable[[int], tuple[Stamped, dict[str, float], dict[str, Any]]]
 
@@ -105,8 +105,8 @@ class RolloutPipeline:
 
     def _run(self, step: int, version: int) -> Rollout:
         t0 = time.perf_counter()
-        episodes, first_metrics, cursor = self.produce(step)
-        return Rollout(step, version, episodes, first_metrics, cursor, t0, time.perf_counter())
+        episodes, draw_metrics, cursor = self.produce(step)
+        return Rollout(step, version, episodes, draw_metrics, cursor, t0, time.perf_counter())
 
     def _run_ahead(self, step: int, version: int, span: list[float]) -> Rollout:
         try:

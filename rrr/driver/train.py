@@ -34,9 +34,9 @@ from tqdm import tqdm
 from rrr.core.config import Config, check_training, save_config
 from rrr.core.data_cursor import EpochSampler
 from rrr.core.episodes import Failure
-from rrr.core.errors import RRRError
 from rrr.core.metrics import MetricsLogger, format_step_line, merge_metrics, under
 from rrr.core.timing import Span, both_busy_s, both_busy_share, timed
+from rrr.driver.draw import producer
 from rrr.driver.rollout_pipeline import Rollout, RolloutAbandoned, RolloutPipeline
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def train_batch(cfg: Config, rollout: Rollout, step: int) -> TrainBatch:
     from rrr.core.train_batch import batch_from_episodes
 
     return batch_from_episodes(
-        rollout.episodes,
+        rollout.episodes.trained(),  # with backfill: the signal groups it chose
         scale_rewards=cfg.learner.scale_rewards,
         drop_zero_std_groups=cfg.learner.drop_zero_std_groups,
         shuffle_seed=hash((cfg.learner.seed, step)) if cfg.learner.shuffle_rewards else None,
@@ -327,16 +327,7 @@ def start_run(
         failures, cfg.data.shuffle_seed, EpochSampler.cursor_from(extra.get("cursor"))
     )
 
-    def produce(step: int) -> tuple[Any, dict[str, float], dict[str, Any]]:
-        drawn_from = sampler.state()
-        stack.fleet.begin_step(hash((cfg.rollout.seed, step)))
-        try:
-            batch_failures, first_metrics = next_failures(cfg, stack, sampler)
-            cursor = sampler.state()  # what a checkpoint of this step records
-            return stack.engine.run(batch_failures), first_metrics, cursor
-        except RolloutAbandoned:
-            sampler.restore(drawn_from)  # the rollout made in its place draws them again
-            raise
+    produce = producer(cfg, stack, sampler)
 
     def resync() -> int:
         """After an abandoned rollout: the replacement has the base model's weights
@@ -405,47 +396,6 @@ def check_data(cfg: Config) -> None:
 
     log.info(load_rows(load_task(cfg), cfg.data.source, split=cfg.data.split,
                        limit=cfg.data.limit).summary())  # fmt: skip
-
-
-MAX_ONLINE_DRAWS = 8  # online mode: draws per step before a model that fails nothing stops
-
-
-def next_failures(
-    cfg: Config, stack: Any, sampler: EpochSampler
-) -> tuple[list[Failure], dict[str, float]]:
-    """This step's failures, and first-try metrics where a first try was measured.
-
-    Dataset mode draws stored failed first attempts: no first try is measured (its success
-    rate would be 0 by construction, so none is reported). Online mode samples a first attempt
-    per query and keeps the failures (paper section 3); queries that cannot be judged are
-    skipped and counted. A draw with no failure at all is followed by another, so every step
-    has something to learn from, up to MAX_ONLINE_DRAWS draws.
-    """
-    if cfg.episode.first_attempt == "dataset":
-        return sampler.take(cfg.learner.failures_per_step), {}
-    failures: list[Failure] = []
-    solved = judged = 0
-    skipped: dict[str, float] = {}
-    for _ in range(MAX_ONLINE_DRAWS):
-        online = stack.engine.online_first_attempts(sampler.take(cfg.learner.failures_per_step))
-        failures += online.failures
-        solved += online.solved
-        judged += online.solved + len(online.failures)
-        for key, value in online.metrics().items():
-            if key.startswith("skipped_"):
-                skipped[key] = skipped.get(key, 0.0) + value
-        if failures:
-            return failures, {"first_try_success": solved / judged if judged else 0.0, **skipped}
-    raise NoFailuresLeft(
-        f"online mode: {MAX_ONLINE_DRAWS} draws of learner.failures_per_step="
-        f"{cfg.learner.failures_per_step} queries gave no failed first attempt ({solved} solved, "
-        f"{sum(skipped.values()):.0f} skipped): nothing to reflect on; use harder data "
-        "(data.source) or episode.first_attempt=dataset"
-    )
-
-
-class NoFailuresLeft(RRRError, RuntimeError):
-    """Online mode found no failure to reflect on."""
 
 
 def load_failures(cfg: Config, stack: Any, run_dir: Path) -> list[Any]:
@@ -521,7 +471,7 @@ def rollout_metrics(
     generate_s = rollout.finished - rollout.started
     return {
         **{k: v for k, v in episodes.metrics().items() if not k.startswith("count/")},
-        **rollout.first_metrics,  # online mode: first-try success, skipped first attempts
+        **rollout.draw_metrics,  # online first tries; backfill's groups and rounds
         "verifier_errors": float(episodes.counters.get("verifier_error", 0)),
         "failures_consumed": float(rollout.cursor["consumed"]),
         # over the rollout's own generation time (a rollout started ahead is not waited for)
