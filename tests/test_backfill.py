@@ -158,15 +158,15 @@ def test_concat_renumbers_and_refuses_what_it_cannot_join() -> None:
 
 
 def test_backfill_needs_dropped_zero_std_groups_and_a_group_of_two() -> None:
-    with pytest.raises(ConfigError, match=r"rollout\.backfill_max_draws: 8 .*drop_zero_std_groups"):
-        load_config(None, ["rollout.backfill_max_draws=8"])
-    with pytest.raises(ConfigError, match=r"rollout\.backfill_max_draws: a group of"):
-        load_config(None, ["rollout.backfill_max_draws=8", "learner.drop_zero_std_groups=true",
+    with pytest.raises(ConfigError, match=r"learner\.backfill_max_draws: 8 .*drop_zero_std_groups"):
+        load_config(None, ["learner.backfill_max_draws=8"])
+    with pytest.raises(ConfigError, match=r"learner\.backfill_max_draws: a group of"):
+        load_config(None, ["learner.backfill_max_draws=8", "learner.drop_zero_std_groups=true",
                            "episode.num_reflections=1"])  # fmt: skip
-    with pytest.raises(ConfigError, match=r"rollout\.backfill_max_draws: must be >= 0"):
-        load_config(None, ["rollout.backfill_max_draws=-1"])
-    cfg = load_config(None, ["rollout.backfill_max_draws=8", "learner.drop_zero_std_groups=true"])
-    assert cfg.rollout.backfill_max_draws == 8
+    with pytest.raises(ConfigError, match=r"learner\.backfill_max_draws: must be >= 0"):
+        load_config(None, ["learner.backfill_max_draws=-1"])
+    cfg = load_config(None, ["learner.backfill_max_draws=8", "learner.drop_zero_std_groups=true"])
+    assert cfg.learner.backfill_max_draws == 8
 
 
 class _Online:
@@ -185,9 +185,9 @@ class _Online:
 
 
 def _cfg(mode: str, want: int, extra: int) -> SimpleNamespace:
-    return SimpleNamespace(episode=SimpleNamespace(first_attempt=mode),
-                           learner=SimpleNamespace(failures_per_step=want),
-                           rollout=SimpleNamespace(backfill_max_draws=extra, seed=0))  # fmt: skip
+    learner = SimpleNamespace(failures_per_step=want, backfill_max_draws=extra)
+    return SimpleNamespace(episode=SimpleNamespace(first_attempt=mode), learner=learner,
+                           rollout=SimpleNamespace(seed=0))  # fmt: skip
 
 
 def test_online_backfill_stops_when_no_failure_is_left_and_counts_every_first_try() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -201,3 +202,53 @@ def test_rollouts_one_step_ahead_with_truncated_importance_weights(
     state = json.loads((run / "checkpoints" / "step_00000002" / "state.json").read_text())
     # at step 2 the batch of step 3 had already been drawn: the checkpoint does not count it
     assert state["extra_state"]["cursor"]["consumed"] == 4
+
+
+def test_backfill_trains_signal_groups_alone_and_resumes_exactly(ray_local, tiny_model_path,
+                                                                tmp_path, capsys):  # fmt: skip
+    """Dynamic sampling on the real stack (issue 29): every step trains groups with a reward
+    spread alone, its draws are counted in the cursor, and a run resumed from a step's
+    checkpoint draws and samples the next step as the uninterrupted run did. The brief task: the
+    tiny model's random words pass a 10-14 word limit or not, so groups of both kinds occur."""
+    whole = tmp_path / "whole"
+    args = [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
+        "data.task=brief", "data.source=brief:train", "data.limit=32", "data.fewshot=0",
+        "failures.samples_per_query=1", "failures.max_tokens=24",
+        "episode.num_reflections=4", "episode.max_reflection_tokens=8",
+        "episode.max_retry_tokens=16", "learner.failures_per_step=4",
+        "learner.micro_batch_size=4", "learner.lr=1e-4", "learner.max_steps=3",
+        "learner.drop_zero_std_groups=true", "learner.backfill_max_draws=12",
+        "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true",
+        "logging.eval_every=0", "logging.checkpoint_every=1", "logging.progress=false",
+    ]  # fmt: skip
+    assert main([*args, f"logging.output_dir={whole}"]) == 0
+    lines = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]
+    consumed = 0
+    for m in lines:
+        consumed += m["rollout/failures"]  # every round's draws
+        assert m["rollout/failures_consumed"] == consumed
+        assert m["rollout/groups_signal"] + m["rollout/groups_dropped"] \
+            + m["rollout/groups_unused"] == m["rollout/failures"]  # fmt: skip
+        assert m["batch/frac_zero_std"] == 0  # the learner sees signal groups alone
+        assert m["batch/train_seqs"] == 4 * m["rollout/groups_signal"]
+        if not m["rollout/backfill_short"]:
+            assert m["rollout/groups_signal"] == 4
+    assert any(m["rollout/backfill_rounds"] > 0 for m in lines), "no step backfilled"
+    state = json.loads((whole / "checkpoints" / "step_00000002" / "state.json").read_text())
+    assert state["extra_state"]["cursor"]["consumed"] == lines[1]["rollout/failures_consumed"]
+
+    # The same run stopped after step 2 (its files as they were then), resumed to step 3.
+    cut = tmp_path / "cut"
+    shutil.copytree(whole / "failures", cut / "failures")
+    for step in (1, 2):
+        shutil.copytree(whole / "checkpoints" / f"step_{step:08d}",
+                        cut / "checkpoints" / f"step_{step:08d}")  # fmt: skip
+    capsys.readouterr()
+    assert main([*args, f"logging.output_dir={cut}", f"data.failures={cut / 'failures'}"]) == 0
+    assert json.loads(capsys.readouterr().out.split("run directory:")[0])["start_step"] == 2
+    (again,) = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    same = [k for k in lines[2] if k.startswith(("rollout/groups", "rollout/backfill",
+                                                 "rollout/failures", "rollout/reward_mean"))]
+    assert {k: again[k] for k in same} == {k: lines[2][k] for k in same}

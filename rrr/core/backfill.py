@@ -7,7 +7,7 @@ In the CPU replication 70 % of the groups were such (`batch/frac_zero_std` 0.70,
 docs/replication.md), so a step of 16 failures trained on about 5. With backfill those groups
 are dropped and replaced: further failures are drawn and rolled out, in rounds, until `want`
 groups have a signal or the failures drawn beyond `want` reach `max_extra`
-(rollout.backfill_max_draws). The step then trains on what it has; `backfill_short` says so.
+(learner.backfill_max_draws). The step then trains on what it has; `backfill_short` says so.
 
 Round sizes. Round 0 draws `want`, as a step without backfill does. Each later round draws the
 groups still missing divided by the share of the groups drawn so far that had a signal (counted

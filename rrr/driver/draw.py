@@ -1,6 +1,6 @@
 """What one training step rolls out: the failures it draws (stored failed first attempts, or
 online first tries that failed, paper section 3) and their episodes; with
-rollout.backfill_max_draws, further draws that replace the groups without a signal
+learner.backfill_max_draws, further draws that replace the groups without a signal
 (rrr/core/backfill.py). `rrr train`'s rollout pipeline calls `step_rollout` once per step."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def step_rollout(
         return failures
 
     episodes, metrics = backfilled_rollout(
-        cfg.learner.failures_per_step, cfg.rollout.backfill_max_draws, draw, stack.engine.run
+        cfg.learner.failures_per_step, cfg.learner.backfill_max_draws, draw, stack.engine.run
     )
     if online:
         metrics.update(sum(online[1:], online[0]).metrics())
