@@ -180,7 +180,9 @@ def episode_metrics(
 ) -> dict[str, float]:
     """Step metrics of a batch of episodes. Rewards and success rates are over the episodes
     that keep a reward (dropped ones are counted in `dropped_<reason>`, never scored 0), so
-    `reward_mean` here equals the learner batch's; `episodes` counts them all."""
+    `reward_mean` here equals the learner batch's, except with backfill, where it is over every
+    group rolled out and the learner trains the signal groups alone (`EpisodeBatch.trained`);
+    `episodes` counts them all."""
     kept = [e for e in episodes if e.trainable]
     n = max(len(kept), 1)
     # The first retry's verdict, when the verifier gave one.
