@@ -186,6 +186,28 @@ def test_heldout_and_train_parts_never_share_a_problem() -> None:
         generate_problems(1, 0, part="test")
 
 
+def test_the_second_split_is_fresh_and_partitions_the_train_part() -> None:
+    """Issue 29: "heldout-b" holds none of "heldout" (the problems earlier choices were
+    evaluated on) and none of "train-b"; together they are exactly "train". Counted over the
+    replication preset's whole universe (2 numbers in 1..50, "+")."""
+    from rrr.core.tasks.countdown_gen import HELDOUT_B_EVERY, count_problems, in_part
+
+    opts = dict(min_nums=2, max_nums=2, min_num=1, max_num=50, min_target=2, max_target=100,
+                ops="+")  # fmt: skip
+    counts = {part: count_problems(part=part, **opts)
+              for part in ("all", "train", "heldout", "train-b", "heldout-b")}  # fmt: skip
+    assert counts == {"all": 2500, "train": 1983, "heldout": 517, "train-b": 1485,
+                      "heldout-b": 498}  # fmt: skip
+    assert abs(counts["heldout-b"] / counts["train"] - 1 / HELDOUT_B_EVERY) < 0.02
+    for a in range(1, 51):
+        for b in range(1, 51):
+            parts = {p for p in ("heldout", "train-b", "heldout-b") if in_part([a, b], a + b, p)}
+            assert len(parts) == 1  # each problem in exactly one of the three
+            assert ("heldout" in parts) == in_part([a, b], a + b, "heldout")
+    fresh = generate_problems(300, 1, part="heldout-b", **opts)
+    assert all(in_part(p["nums"], p["target"], "heldout-b") for p in fresh)
+
+
 def test_gen_source_takes_part() -> None:
     from rrr.core.tasks.loading import parse_gen_source
 
