@@ -269,6 +269,49 @@ def discordance(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> float
     return sum(1 for x, y in pairs if bool(x) != bool(y)) / len(pairs) if pairs else 0.0
 
 
+# ------------------------------------------------------------------ over training runs
+
+
+@dataclass(frozen=True)
+class RunLevel:
+    """Training runs as the unit (issue 29): run r's effect is its mean per-problem difference
+    against one reference (trained - vanilla), measured with its own evaluation standard error.
+    The test is Student's t over the R effects (df R - 1): it covers the variance of training
+    over seeds as well as the evaluation's, which a paired test within one run does not."""
+
+    test: MeanTest  # one-sample t over the R effects
+    eval_se: float  # root mean square of the runs' evaluation standard errors
+
+    @property
+    def between_seed_sd(self) -> float:
+        """The spread of the effects net of evaluation noise (method of moments, floored at 0):
+        Var(effect_r) = Var_seeds + SE_r^2."""
+        return math.sqrt(max(self.test.sd**2 - self.eval_se**2, 0.0))
+
+
+def run_level(effects: Sequence[float], eval_ses: Sequence[float]) -> RunLevel:
+    if len(effects) != len(eval_ses):
+        raise ValueError("one evaluation standard error per effect")
+    rms = math.sqrt(sum(se**2 for se in eval_ses) / len(eval_ses)) if eval_ses else 0.0
+    return RunLevel(t_test(effects), rms)
+
+
+def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> MeanTest:
+    """mean(a) - mean(b) with Welch's t (unequal variances, Satterthwaite's df); `n` is
+    len(a) + len(b), `sd` the standard error of the difference. Needs >= 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's test needs >= 2 values on each side")
+    ta, tb = t_test(a), t_test(b)
+    va, vb = ta.sd**2 / ta.n, tb.sd**2 / tb.n
+    se = math.sqrt(va + vb)
+    diff = ta.mean - tb.mean
+    if se == 0.0:
+        return MeanTest(ta.n + tb.n, diff, 0.0, 1.0 if diff == 0 else 0.0, (diff, diff))
+    df = (va + vb) ** 2 / (va**2 / (ta.n - 1) + vb**2 / (tb.n - 1))
+    half = t_quantile(0.5 + confidence / 2, df) * se
+    return MeanTest(ta.n + tb.n, diff, se, t_two_sided_p(diff / se, df), (diff - half, diff + half))
+
+
 # ----------------------------------------------------------------------------- placebo
 
 

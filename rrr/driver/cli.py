@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "rrr.driver.evaluate",
         "first-try and second-try (after one reflection) accuracy, error categories (Tables 1-5)",
     ),
+    "seeds": (
+        "rrr.driver.seeds",
+        "the run-level test over training seeds: trained - vanilla per run, t over runs, controls",
+    ),
     "plan": (
         "rrr.driver.plan",
         "placement, sync backend and per-GPU memory of a config on a cluster; starts nothing",
