@@ -40,7 +40,9 @@ mechanism() {  # mechanism NAME RUN: RUN's step-15 policy reflects on vanilla's 
   local name=$1 run=$2
   stage "$name" || return 0
   [ -f "$root/$name/results.json" ] && { echo "$name: done"; return 0; }
-  "$rrr" export "$root/$run" --out "$root/$run/export"
+  # the export appears atomically: one that exists is complete
+  [ -d "$root/$run/export" ] ||
+    "$rrr" export "$root/$run/checkpoints/step_00000015" --out "$root/$run/export"
   "$rrr" eval "${common[@]}" model.name_or_path="$root/$run/export" \
     --first-tries-from "$root/vanilla" --out "$root/$name"
 }
