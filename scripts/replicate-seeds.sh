@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Issue 29's replication over training seeds, as pre-registered in docs/replication.md ("Does
-# the gain survive a new seed?"). Resumable: each stage is skipped when its output exists, and
-# a training run resumes from its newest checkpoint, so the plan can be spread over sessions.
-#   bash scripts/replicate-seeds.sh            # everything, in the pre-registered order
-#   bash scripts/replicate-seeds.sh s1 c1      # only these stages (vanilla, s1-s4, c1-c2,
-#                                              # m1-m4, analysis)
-# About 5.5 hours on 2 cores in all: vanilla evaluation ~13 min; each run ~48 min (failures
-# ~1.5, 15 steps ~2 min each, the step-15 evaluation ~13); each mechanism evaluation ~8 min.
+# the gain survive a new seed?"). Stages, in the pre-registered order:
+#   vanilla  the vanilla model's evaluation (~13 min)
+#   s1..s4   a seeded training run (~35 min), its step-15 evaluation (~13 min), then its
+#            mechanism evaluation: its policy reflects on vanilla's failed first tries (~8 min)
+#   c1, c2   a shuffled-reward control run and its step-15 evaluation
+#   analysis `rrr seeds` over everything kept
+# Every finished evaluation is kept in docs/replication-seeds/<stage>.json (its per-problem
+# outcomes; the example texts are dropped): a stage whose file exists is skipped, so the plan can
+# be spread over sessions (a stage is finished within one: its checkpoints stay in runs/).
+#   bash scripts/replicate-seeds.sh                  # every stage not yet kept, in order
+#   bash scripts/replicate-seeds.sh vanilla s1       # only these
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rrr="${RRR:-.venv/bin/rrr}"
 [ -x "$rrr" ] || rrr=rrr
+py="${PYTHON:-.venv/bin/python}"
 root="${SEEDS_ROOT:-runs/seeds}"
+keep="${SEEDS_KEEP:-docs/replication-seeds}"
 gen="gen:countdown?n=4000&min_nums=2&max_nums=2&min_num=1&max_num=50&min_target=2&max_target=100&ops=+"
 # The preset as shipped (lr 5e-6, 15 steps, no backfill) on the second split: trained on
 # train-b, evaluated on the 498 problems of heldout-b, which no earlier run was evaluated on.
@@ -20,47 +26,61 @@ common=(
   "data.source=$gen&seed=0&part=train-b" "data.eval_source=$gen&seed=1&part=heldout-b"
   logging.eval_at_start=false logging.checkpoint_every=5 cluster.dashboard=false
 )
-step15=eval/step_00000015
-
-stage() {  # stage NAME: run it unless its output exists (or other stages were asked for)
-  local name=$1
-  if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " =~ " $name " ]]; then return 1; fi
-  return 0
-}
-
-train() {  # train NAME SEED [overrides]: one run; all three seeds set from SEED
-  local name=$1 seed=$2; shift 2
-  stage "$name" || return 0
-  [ -f "$root/$name/$step15/results.json" ] && { echo "$name: done"; return 0; }
-  "$rrr" train "${common[@]}" learner.seed="$seed" data.shuffle_seed="$seed" \
-    rollout.seed="$seed" logging.output_dir="$root/$name" "$@"
-}
-
-mechanism() {  # mechanism NAME RUN: RUN's step-15 policy reflects on vanilla's failed tries
-  local name=$1 run=$2
-  stage "$name" || return 0
-  [ -f "$root/$name/results.json" ] && { echo "$name: done"; return 0; }
-  # the export appears atomically: one that exists is complete
-  [ -d "$root/$run/export" ] ||
-    "$rrr" export "$root/$run/checkpoints/step_00000015" --out "$root/$run/export"
-  "$rrr" eval "${common[@]}" model.name_or_path="$root/$run/export" \
-    --first-tries-from "$root/vanilla" --out "$root/$name"
-}
+mkdir -p "$keep"
 
 wanted=("$@")
-if stage vanilla && [ ! -f "$root/vanilla/results.json" ]; then
+asked() {  # asked NAME: named on the command line, or nothing was named
+  [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " =~ " $1 " ]]
+}
+kept() {  # kept NAME: its evaluation is kept already
+  [ -f "$keep/$1.json" ] && echo "$1: kept in $keep/$1.json"
+}
+
+keep_results() {  # keep_results NAME RESULTS_JSON
+  "$py" - "$2" "$keep/$1.json" <<'EOF'
+import json, sys
+results = json.load(open(sys.argv[1]))
+results.pop("examples", None)
+with open(sys.argv[2] + ".tmp", "w") as f:
+    json.dump(results, f)
+EOF
+  mv "$keep/$1.json.tmp" "$keep/$1.json"
+  echo "$1: kept in $keep/$1.json"
+}
+
+train() {  # train NAME SEED [overrides]: one run, all three seeds set from SEED
+  local name=$1 seed=$2; shift 2
+  "$rrr" train "${common[@]}" learner.seed="$seed" data.shuffle_seed="$seed" \
+    rollout.seed="$seed" logging.output_dir="$root/$name" "$@"
+  keep_results "$name" "$root/$name/eval/step_00000015/results.json"
+}
+
+mechanism() {  # mechanism RUN: RUN's step-15 policy reflects on vanilla's failed first tries
+  local run=$1 export="$root/$1/export"
+  [ -d "$export" ] ||  # an export appears atomically: one that exists is complete
+    "$rrr" export "$root/$run/checkpoints/step_00000015" --out "$export"
+  "$rrr" eval "${common[@]}" model.name_or_path="$export" \
+    --first-tries-from "$keep/vanilla.json" --out "$root/m-$run"
+  keep_results "m-$run" "$root/m-$run/results.json"
+}
+
+if asked vanilla && ! kept vanilla; then
   "$rrr" eval "${common[@]}" --out "$root/vanilla"
+  keep_results vanilla "$root/vanilla/results.json"
 fi
 # The pre-registered order: a control early, so a partial result holds both kinds of run.
-train s1 1
-train c1 101 learner.shuffle_rewards=true
-train s2 2
-train s3 3
-train c2 102 learner.shuffle_rewards=true
-train s4 4
-for i in 1 2 3 4; do mechanism "m$i" "s$i"; done
-if stage analysis; then
-  "$rrr" seeds --vanilla "$root/vanilla" \
-    --trained "$root"/s{1,2,3,4}/$step15 --control "$root"/c{1,2}/$step15 \
-    --mechanism "$root"/m{1,2,3,4} --k 2 --out "$root/analysis"
+for stage in s1 c1 s2 s3 c2 s4; do
+  asked "$stage" || continue
+  case $stage in
+    s*) kept "$stage" || train "$stage" "${stage#s}"
+        kept "m-$stage" || mechanism "$stage" ;;
+    c*) kept "$stage" || train "$stage" "$((100 + ${stage#c}))" learner.shuffle_rewards=true ;;
+  esac
+done
+if asked analysis; then
+  have() { for n in "$@"; do if [ -f "$keep/$n.json" ]; then echo "$keep/$n.json"; fi; done; }
+  # shellcheck disable=SC2046  # one path per word
+  "$rrr" seeds --vanilla "$keep/vanilla.json" --trained $(have s1 s2 s3 s4) \
+    --control $(have c1 c2) --mechanism $(have m-s1 m-s2 m-s3 m-s4) --k 2 \
+    --out "$root/analysis"
 fi
