@@ -80,8 +80,9 @@ def test_backfill_trains_exactly_the_wanted_signal_groups_within_the_bound() -> 
     assert metrics["groups_dropped"] == drawn - len(signal)
     assert metrics["groups_unused"] == len(signal) - 10
     assert batch.trained_groups == signal[:10]
-    # round 1 drew what was missing over the share seen: 7 missing / (3/10) -> 24
-    assert [len(c) for c in roll.calls[:2]] == [10, 24]
+    # rounds of at most want: 7 missing / (3/10) -> 24, capped at 10; the last round smaller
+    assert [len(c) for c in roll.calls[:2]] == [10, 10]
+    assert all(len(c) <= 10 for c in roll.calls) and len(roll.calls[-1]) < 10
     # the whole rollout's costs and metrics; the trained part holds the chosen groups alone
     assert batch.generated_tokens == 10 * drawn and batch.timings["reflect_s"] == len(roll.calls)
     assert batch.counters["verifier_error"] == len(roll.calls)
@@ -100,20 +101,24 @@ def test_a_bound_reached_trains_what_it_has_and_says_so() -> None:
     _, draw = _drawer(_rows("x" + "." * 99, 100))  # one signal group, at the start
     batch, metrics = backfilled_rollout(4, 12, draw, roll)
     assert len(batch.failures) == 16  # want + the bound, not one more
-    # round 1 found none: (4-1) / (1/4) = 12, the whole budget
-    assert [len(c) for c in roll.calls] == [4, 12]
+    assert [len(c) for c in roll.calls] == [4, 4, 4, 4]  # rounds of at most want
     assert metrics == {"groups_signal": 1.0, "groups_dropped": 15.0, "groups_unused": 0.0,
-                       "backfill_rounds": 1.0, "backfill_short": 1.0}  # fmt: skip
+                       "backfill_rounds": 3.0, "backfill_short": 1.0}  # fmt: skip
     assert batch.trained_groups == [0]
 
 
-def test_a_round_after_no_signal_spends_the_budget() -> None:
+def test_rounds_draw_what_is_missing_over_the_share_seen_never_more_than_want() -> None:
     roll = Roll()
     _, draw = _drawer(_rows("." * 8 + "x" * 100, 108))
     batch, metrics = backfilled_rollout(8, 20, draw, roll)
-    assert [len(c) for c in roll.calls] == [8, 20]  # 8 / (1/8) = 64, capped at 20
-    assert metrics["groups_signal"] == 8 and metrics["groups_unused"] == 12
+    assert [len(c) for c in roll.calls] == [8, 8]  # 8 / (1/8) = 64, capped at want
+    assert metrics["groups_signal"] == 8 and metrics["groups_unused"] == 0
     assert batch.trained_groups == list(range(8, 16))
+    roll = Roll()
+    _, draw = _drawer(_rows("x.", 100))  # half of the groups: 2 missing / (3/6) -> 4
+    batch, metrics = backfilled_rollout(5, 20, draw, roll)
+    assert [len(c) for c in roll.calls] == [5, 4]
+    assert metrics["groups_signal"] == 5 and metrics["groups_unused"] == 0
 
 
 def test_an_empty_draw_ends_the_backfill() -> None:
@@ -194,10 +199,11 @@ def test_online_backfill_stops_when_no_failure_is_left_and_counts_every_first_tr
     engine = _Online()
     stack = SimpleNamespace(engine=engine)
     batch, metrics = step_rollout(_cfg("online", 4, 8), stack, EpochSampler(_rows(".", 100), 0))
-    # round 0 found 4 failures without signal; round 1's draws (8 of them) solved everything
+    # round 0 found 4 failures without signal; round 1's draws (8 of 4 queries each, a round
+    # is never more than failures_per_step) solved everything
     assert len(engine.run.calls) == 1 and metrics["backfill_short"] == 1
     assert engine.calls == 1 + 8  # MAX_ONLINE_DRAWS
-    assert metrics["first_try_success"] == pytest.approx(8 * 8 / (4 + 8 * 8))
+    assert metrics["first_try_success"] == pytest.approx(8 * 4 / (4 + 8 * 4))
     assert metrics["skipped_first_context_overflow"] == 9
     assert len(batch.failures) == 4
     with pytest.raises(NoFailuresLeft):  # the first draw still refuses a model that fails nothing

@@ -11,11 +11,13 @@ groups have a signal or the failures drawn beyond `want` reach `max_extra`
 
 Round sizes. Round 0 draws `want`, as a step without backfill does. Each later round draws the
 groups still missing divided by the share of the groups drawn so far that had a signal (counted
-as at least one, so a round after none was found spends the budget), capped by the budget: one
-round is expected to finish the step, and rounds are few (each one is a whole
-reflect -> retry -> verify pass, a few generate calls). Signal groups beyond `want` (a round that
-found more than were missing) are not trained, so that the step's batch stays `want` groups, as
-in DAPO; `groups_unused` counts them.
+as at least one), so that it is expected to finish the step, but never more than `want` nor
+more than the budget left. `want` is the batch the user sized the engines' KV cache for: rounds
+of 4x it, as a first version drew, made the CPU replication preset's rollout 20-30 % slower per
+token (vLLM preempting and recomputing), and a round after an unlucky first one (1 signal group
+in 16) spent the whole budget at once. Signal groups beyond `want` (a round that found more than
+were missing) are not trained, so that the step's batch stays `want` groups, as in DAPO;
+`groups_unused` counts them (the small last round keeps them few).
 
 Everything drawn is consumed: the data cursor after the step counts every round's failures, so a
 resumed run draws the same next step; an abandoned rollout puts every round's draw back (the
@@ -57,7 +59,8 @@ def backfilled_rollout(
     signal = [g for g in range(drawn) if first.has_signal(g)]
     while len(signal) < want and drawn < want + max_extra:
         share = max(len(signal), 1) / drawn
-        failures = draw(min(want + max_extra - drawn, math.ceil((want - len(signal)) / share)))
+        needed = math.ceil((want - len(signal)) / share)
+        failures = draw(min(needed, want, want + max_extra - drawn))
         if not failures:
             break
         part = roll(failures)
