@@ -59,7 +59,12 @@ def summarize(steps: list[dict[str, float]], want: int) -> dict[str, float]:
 
     groups = sum(signal(m) for m in steps)
     rollout_s = sum(m["timing/rollout_s"] for m in steps)
+    learn_s = sum(m["timing/learn_s"] for m in steps)
     step_s = sum(m["timing/step_s"] for m in steps)
+    drawn = sum(m["rollout/failures"] for m in steps)
+    # what the learner trained: with the preset's drop_zero_std_groups, signal groups alone
+    trained = sum(m["batch/train_seqs"] * m["rollout/failures"] / m["rollout/episodes"]
+                  for m in steps)  # fmt: skip
     n = len(steps)
     return {
         "steps": n,
@@ -73,7 +78,25 @@ def summarize(steps: list[dict[str, float]], want: int) -> dict[str, float]:
         "step_s": step_s / n,
         "signal_per_rollout_s": groups / rollout_s,
         "signal_per_step_s": groups / step_s,
+        # unit costs, which the luck of the draw (how many groups had a signal) does not move
+        "signal": groups,
+        "drawn": drawn,
+        "rollout_per_failure_s": rollout_s / drawn,
+        "learn_per_group_s": learn_s / max(trained, 1e-9),
+        "other_per_step_s": (step_s - rollout_s - learn_s) / n,
+        "unused_share": sum(m.get("rollout/groups_unused", 0.0) for m in steps) / drawn,
     }
+
+
+def at_share(r: dict[str, float], share: float, want: int, backfill: bool) -> float:
+    """Seconds per trained signal group had `share` of the drawn groups carried a signal, from
+    the run's unit costs: the two runs' draws differ in luck, not in what a failure costs. With
+    backfill, drawn = want / share (plus the surplus the run saw); without, a step of `want`
+    failures trains want * share groups (drop_zero_std_groups)."""
+    groups_per_step = want if backfill else want * share
+    drawn_per_group = (1 + r["unused_share"] / share) / share if backfill else 1 / share
+    return (r["rollout_per_failure_s"] * drawn_per_group + r["learn_per_group_s"]
+            + r["other_per_step_s"] / groups_per_step)  # fmt: skip
 
 
 def main() -> None:
@@ -84,6 +107,8 @@ def main() -> None:
     p.add_argument("--max-draws", type=int, default=None,
                    help="learner.backfill_max_draws (default 4 x failures_per_step)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: temp)")
+    p.add_argument("--summarize", action="store_true",
+                   help="print the tables of the runs kept in --out, without training")  # fmt: skip
     args = p.parse_args()
     from rrr.core.config import load_config
 
@@ -91,12 +116,21 @@ def main() -> None:
     max_draws = args.max_draws if args.max_draws is not None else 4 * want
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
+        if args.summarize:  # the runs of an earlier --out
+            off, on = (read_steps(root / arm / "metrics.jsonl") for arm in ("off", "on"))
+            max_draws = load_config(root / "on" / "config.yaml").learner.backfill_max_draws
+            report(args, want, max_draws, off, on)
+            return
         common = [f"learner.max_steps={args.steps}", f"logging.checkpoint_every={args.steps}"]
         off = train(args.config, root / "off", common)
         on = train(args.config, root / "on", [
             *common, f"data.failures={root / 'off' / 'failures'}",
             "learner.drop_zero_std_groups=true", f"learner.backfill_max_draws={max_draws}",
         ])  # fmt: skip
+    report(args, want, max_draws, off, on)
+
+
+def report(args: argparse.Namespace, want: int, max_draws: int, off: list, on: list) -> None:
     rows = {
         "without": summarize(off[args.warmup :], want),
         f"with (max_draws {max_draws})": summarize(on[args.warmup :], want),
@@ -115,6 +149,15 @@ def main() -> None:
     print(f"ratio with / without: signal groups per second of rollout "
           f"{b['signal_per_rollout_s'] / a['signal_per_rollout_s']:.2f}x, of the whole step "
           f"{b['signal_per_step_s'] / a['signal_per_step_s']:.2f}x (goal >= 1)")  # fmt: skip
+    share = (a["signal"] + b["signal"] + b["unused_share"] * b["drawn"]) / (a["drawn"] + b["drawn"])
+    print(f"unit costs (s): rollout per failure {a['rollout_per_failure_s']:.2f} vs "
+          f"{b['rollout_per_failure_s']:.2f}, learner per trained group "
+          f"{a['learn_per_group_s']:.2f} vs {b['learn_per_group_s']:.2f}, other per step "
+          f"{a['other_per_step_s']:.2f} vs {b['other_per_step_s']:.2f}; signal groups unused "
+          f"with backfill {b['unused_share']:.1%} of the draws")  # fmt: skip
+    cost_a, cost_b = at_share(a, share, want, False), at_share(b, share, want, True)
+    print(f"at the pooled signal share {share:.2f}: {cost_a:.1f} vs {cost_b:.1f} s per trained "
+          f"signal group, ratio {cost_a / cost_b:.2f}x (the draws' luck taken out)")  # fmt: skip
 
 
 if __name__ == "__main__":
