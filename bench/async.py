@@ -35,13 +35,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def read_steps(path: Path) -> list[dict[str, float]]:
-    from rrr.core.metrics import read_jsonl_records
-
-    records, _ = read_jsonl_records(path)  # also renames the keys of a run before namespaces
-    return [m for m in records if "timing/learn_s" in m]  # training steps, not eval lines
+from bench.runs import read_steps  # noqa: E402
 
 
 def simulate(steps: list[dict[str, float]]) -> dict[str, float]:

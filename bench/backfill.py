@@ -30,13 +30,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def read_steps(path: Path) -> list[dict[str, float]]:
-    from rrr.core.metrics import read_jsonl_records
-
-    records, _ = read_jsonl_records(path)
-    return [m for m in records if "timing/learn_s" in m]  # training steps, not eval lines
+from bench.runs import read_steps  # noqa: E402
 
 
 def train(config: str, out: Path, overrides: list[str]) -> list[dict[str, float]]:
@@ -70,7 +66,7 @@ def summarize(steps: list[dict[str, float]], want: int) -> dict[str, float]:
         "steps": n,
         "signal_per_step": groups / n,
         "share_of_want": groups / (n * want),
-        "drawn_per_step": sum(m["rollout/failures"] for m in steps) / n,
+        "drawn_per_step": drawn / n,
         "rounds_per_step": sum(m.get("rollout/backfill_rounds", 0.0) for m in steps) / n,
         "short_steps": sum(m.get("rollout/backfill_short", 0.0) for m in steps),
         "rollout_s": rollout_s / n,

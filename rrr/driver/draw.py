@@ -1,7 +1,8 @@
 """What one training step rolls out: the failures it draws (stored failed first attempts, or
 online first tries that failed, paper section 3) and their episodes; with
 learner.backfill_max_draws, further draws that replace the groups without a signal
-(rrr/core/backfill.py). `rrr train`'s rollout pipeline calls `step_rollout` once per step."""
+(rrr/core/backfill.py). `rrr train`'s rollout pipeline calls `producer`'s `produce` once
+per step."""
 
 from __future__ import annotations
 

@@ -402,7 +402,7 @@ def compare(a: Path, b: Path, out: Path) -> dict[str, Path]:
     """Side by side: e.g. vanilla (A) vs trained (B), and over the problems both evaluated a
     paired t test on the per-problem rate differences, its minimum detectable effect, and
     the discordance of paired samples (compare.json)."""
-    runs = [json.loads(results_file(p).read_text()) for p in (a, b)]
+    runs = [load_results(p) for p in (a, b)]
     labels = [f"A: {a}", f"B: {b}"]
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "compare.md", "png": out / "compare.png", "json": out / "compare.json"}
@@ -542,8 +542,13 @@ def _pct_ci(p: float, interval: tuple[float, float]) -> str:
     return f"{100 * p:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
-def results_file(p: Path) -> Path:
+def _results_file(p: Path) -> Path:
     return p / "results.json" if p.is_dir() else p
+
+
+def load_results(p: str | Path) -> dict[str, Any]:
+    """An evaluation's results.json, given it or its directory."""
+    return json.loads(_results_file(Path(p)).read_text())
 
 
 def _examples_md(results: dict[str, Any]) -> str:
@@ -628,7 +633,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         # Beside B (the new model's results), not in the config's run directory, which a
         # compare of two finished evaluations has nothing to do with.
         if not args.out:
-            out = results_file(Path(args.compare[1])).parent / "compare"
+            out = _results_file(Path(args.compare[1])).parent / "compare"
         paths = compare(Path(args.compare[0]), Path(args.compare[1]), out)
         print(paths["md"].read_text())
         print(f"wrote {paths['md']} and {paths['png']}")
@@ -640,7 +645,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.placebo and args.first_tries_from:
         raise ConfigError("--placebo samples its own first tries; drop --first-tries-from")
     if args.placebo and args.placebo_from:
-        results = json.loads(results_file(Path(args.placebo_from)).read_text())
+        results = load_results(args.placebo_from)
         pool = results.get("samples_per_problem", 1)
         if pool < 2 * k:
             raise ConfigError(
@@ -651,7 +656,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     else:
         reference = None
         if args.first_tries_from:
-            reference = json.loads(results_file(Path(args.first_tries_from)).read_text())
+            reference = load_results(args.first_tries_from)
         results = evaluate_model(
             cfg, samples=2 * k if args.placebo else None, first_tries_from=reference
         )

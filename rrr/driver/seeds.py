@@ -26,13 +26,9 @@ from typing import Any
 
 from rrr.core.config import Config, ConfigError
 from rrr.core.stats import MeanTest, RunLevel, run_level, welch_test
-from rrr.driver.evaluate import paired_tests, results_file
+from rrr.driver.evaluate import load_results, paired_tests
 
 ATTEMPTS = ("first", "second")
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    return json.loads(results_file(Path(path)).read_text())
 
 
 def first_k(results: dict[str, Any], k: int) -> dict[str, Any]:
@@ -227,8 +223,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    vanilla = load(args.vanilla)
-    sets = [[load(p) for p in paths] for paths in (args.trained, args.control, args.mechanism)]
+    vanilla = load_results(args.vanilla)
+    paths = (args.trained, args.control, args.mechanism)
+    sets = [[load_results(p) for p in group] for group in paths]
     result = {"all": analyse(vanilla, *sets)}
     md = markdown(result["all"], f"All {result['all']['samples_per_problem']} samples")
     if args.k:
