@@ -32,6 +32,7 @@ import torch
 from rrr.core.config import LearnerConfig
 from rrr.learner.checkpoint import save_torch
 from rrr.learner.hf_model import load_causal_lm, load_policy_weights
+from rrr.learner.lora import apply_lora
 from rrr.learner.schedule import build_scheduler
 
 # DeepSpeed prints throughput every N steps; we log our own metrics.
@@ -103,9 +104,17 @@ def deepspeed_config(cfg: LearnerConfig, gpu: bool, *, reference: bool = False) 
     }
 
 
-def _enable_checkpointing(model: torch.nn.Module, cfg: LearnerConfig) -> None:
+def _policy_model(
+    model_path: str, cfg: LearnerConfig, dtype: torch.dtype, trust_remote_code: bool
+) -> torch.nn.Module:
+    """The model the engine trains: the whole model, or (learner.lora.rank > 0) the frozen
+    model with a LoRA adapter, whose parameters alone require gradients."""
+    model = load_causal_lm(model_path, dtype, trust_remote_code)
     if cfg.gradient_checkpointing:
+        # Non-reentrant: recomputes the forward without needing inputs that require grad
+        # (under LoRA the embeddings' outputs do not).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return apply_lora(model, cfg.lora, model_path) if cfg.lora.rank else model
 
 
 class TorchEngine:
@@ -124,9 +133,8 @@ class TorchEngine:
     ) -> None:
         self.cfg, self.device, self.world_size = cfg, device, world_size
         # Parameters stay float32 (Adam master weights); bf16 is autocast on GPU only.
-        self.module = load_causal_lm(model_path, torch.float32, trust_remote_code).to(device)
+        self.module = _policy_model(model_path, cfg, torch.float32, trust_remote_code).to(device)
         self.autocast = torch.bfloat16 if compute_dtype(cfg, device) == torch.bfloat16 else None
-        _enable_checkpointing(self.module, cfg)
         self.module.train()
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -212,8 +220,7 @@ class DeepSpeedEngine:
             from transformers.integrations import HfDeepSpeedConfig
 
             self._hf_ds = HfDeepSpeedConfig(self.ds_config)
-        model = load_causal_lm(model_path, compute_dtype(cfg, device), trust_remote_code)
-        _enable_checkpointing(model, cfg)
+        model = _policy_model(model_path, cfg, compute_dtype(cfg, device), trust_remote_code)
         self.autocast = None  # DeepSpeed's bf16 mode holds bf16 params and fp32 master weights
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
@@ -242,7 +249,12 @@ class DeepSpeedEngine:
 
     def save(self, directory: Path, rank: int) -> None:
         del rank  # every rank writes its own ZeRO shards
-        self.engine.save_checkpoint(str(directory / "deepspeed"), tag="state")
+        # Under LoRA the frozen base is the model directory's: only the adapter is state.
+        self.engine.save_checkpoint(
+            str(directory / "deepspeed"),
+            tag="state",
+            exclude_frozen_parameters=bool(self.cfg.lora.rank),
+        )
 
     def load(self, directory: Path, policy_dir: Path) -> None:
         del policy_dir  # the DeepSpeed checkpoint holds the module weights itself
@@ -251,6 +263,7 @@ class DeepSpeedEngine:
             tag="state",
             load_optimizer_states=True,
             load_lr_scheduler_states=True,
+            load_module_strict=not self.cfg.lora.rank,  # a LoRA checkpoint has no frozen base
         )
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {directory / 'deepspeed'}")

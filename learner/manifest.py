@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rrr.core.lora import wire_name
 from rrr.core.weights.wire import dtype_name
 
 
@@ -57,14 +58,20 @@ def _wire(dtype: str, wire_dtype: torch.dtype | None) -> str:
     return dtype_name(wire_dtype)
 
 
-def build_manifest(model: torch.nn.Module) -> WeightManifest:
-    """Walk modules in registration order; each parameter object is listed once."""
+def build_manifest(model: torch.nn.Module, *, adapter: bool = False) -> WeightManifest:
+    """Walk modules in registration order; each parameter object is listed once. `adapter`: a
+    LoRA policy's weights are its adapter's alone, under their saved names (rrr/core/lora.py):
+    the base never changes, so nothing else is ever pushed, checkpointed or exported."""
     entries: list[WeightEntry] = []
     first_name: dict[int, str] = {}
     aliases: dict[str, str] = {}
     for prefix, module in model.named_modules(remove_duplicate=False):
         for attr, p in module.named_parameters(recurse=False, remove_duplicate=False):
             name = f"{prefix}.{attr}" if prefix else attr
+            if adapter:
+                name = wire_name(name)  # type: ignore[assignment]
+                if name is None:
+                    continue
             if id(p) in first_name:
                 if name != first_name[id(p)]:
                     aliases[name] = first_name[id(p)]

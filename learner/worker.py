@@ -89,13 +89,16 @@ class LearnerWorker:
         self.engine = ENGINES[self.backend](
             model_path, cfg, self.device, world_size, total, trust_remote_code
         )
+        # Under LoRA the reference is the policy with its adapter off (`_reference_logprobs`).
+        self.lora = cfg.lora.rank > 0
         self.ref = (
             build_reference(model_path, cfg, self.device, self.backend, trust_remote_code)
-            if cfg.kl_coef != 0
+            if cfg.kl_coef != 0 and not self.lora
             else None
         )
-        # One walk of the model: what every sync, export and checkpoint calls "the weights".
-        self.manifest = build_manifest(self.hf_model)
+        # One walk of the model: what every sync, export and checkpoint calls "the weights"
+        # (under LoRA: the adapter's).
+        self.manifest = build_manifest(self.hf_model, adapter=self.lora)
         self.sender = WeightSender(rank, self.device)
         self.shared_prefix = cfg.shared_prefix
         why_not = shared_prefix_unsupported(self.engine.module)
@@ -135,10 +138,7 @@ class LearnerWorker:
                 continue
             layout = self.layout(mb)
             lp = self._logprobs(module, layout)
-            ref_lp = None
-            if self.ref is not None:
-                with torch.no_grad():
-                    ref_lp = self._logprobs(self.ref, layout)
+            ref_lp = self._reference_logprobs(layout) if cfg.kl_coef != 0 else None
             mask = mb.mask.to(self.device)
             # "current": the policy's own log-probs, detached (policy_loss's old_logprobs=None;
             # ratio 1). "sampler": vLLM's, so the ratio corrects sampler/learner mismatch.
@@ -190,6 +190,16 @@ class LearnerWorker:
         }
 
     @torch.no_grad()
+    def _reference_logprobs(self, layout: ForwardLayout) -> torch.Tensor:
+        """The frozen reference's log-probs: its own model, or under LoRA the policy with the
+        adapter switched off (the base model, exactly)."""
+        if not self.lora:
+            assert self.ref is not None
+            return self._logprobs(self.ref, layout)
+        with self.hf_model.disable_adapter():
+            return self._logprobs(self.engine.module, layout)
+
+    @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """Current policy log-probs at the batch's mask columns ([B, T-1], 0 elsewhere)."""
         return self._logprobs(self.engine.module, self.layout(batch)).cpu()
@@ -226,7 +236,9 @@ class LearnerWorker:
             self.state_dict_cpu() if (self.rank == 0 or self._gather_is_collective()) else None
         )
         if self.rank == 0:
-            save_policy_dir(weights, self.engine.module, self.model_path, d / "policy")
+            save_policy_dir(
+                weights, self.engine.module, self.model_path, d / "policy", self.cfg.lora
+            )
         self.engine.save(d, self.rank)
         save_torch(rng_state(), d / "rng" / f"rank{self.rank}.pt")
 

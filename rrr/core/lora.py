@@ -1,0 +1,63 @@
+"""LoRA's one home in the core: what the learner, the rollout engines, checkpoints and export
+must agree on, as pure functions (no torch, no peft).
+
+  - the engines' rank: vLLM builds an engine for one `max_lora_rank` from a fixed set;
+  - the adapter's config: the keys of peft's `adapter_config.json` that vLLM's PEFTHelper reads
+    (rank, alpha, target modules), so the learner, the engines and an exported adapter
+    directory describe one adapter the same way;
+  - the adapter's tensor names on the wire and on disk: peft's saved names
+    (`base_model.model.<module>.lora_A.weight`), which both `PeftModel.from_pretrained` and
+    vLLM's `LoRAModel.from_lora_tensors` read;
+  - what an adapter directory is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rrr.core.config import VLLM_LORA_RANKS, Config, LoraConfig
+
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file names
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_NAME = "default"  # the one adapter peft's get_peft_model creates
+ADAPTER_PARAM = (".lora_A.", ".lora_B.")
+
+
+def engine_lora_rank(cfg: Config) -> int:
+    """The max_lora_rank the vLLM engines are built with; 0 = no LoRA (full weights)."""
+    rank = cfg.learner.lora.rank
+    if rank == 0:
+        return 0
+    if cfg.rollout.max_lora_rank is not None:
+        return cfg.rollout.max_lora_rank
+    return min(r for r in VLLM_LORA_RANKS if r >= rank)
+
+
+def adapter_config(lora: LoraConfig, base_model: str = "") -> dict[str, Any]:
+    """peft's LoraConfig fields for this adapter (what adapter_config.json holds, and what vLLM's
+    PEFTHelper is built from); bias, DoRA and the like stay off: vLLM serves none of them."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "target_modules": sorted(lora.target_modules),
+        "lora_dropout": lora.dropout,
+        "bias": "none",
+        "base_model_name_or_path": base_model,
+    }
+
+
+def wire_name(param_name: str) -> str | None:
+    """A peft model's parameter name as the adapter's saved tensor name (the adapter's name
+    dropped, as peft's get_peft_model_state_dict does); None for a parameter of the base."""
+    if not any(tag in param_name for tag in ADAPTER_PARAM):
+        return None
+    return param_name.replace(f".{ADAPTER_NAME}.", ".")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """A peft adapter directory (an adapter alone, without the model it adapts)."""
+    p = Path(path)
+    return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
