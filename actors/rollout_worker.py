@@ -19,6 +19,7 @@ from rrr.core.actor_group import ActorGroup
 from rrr.core.config import Config
 from rrr.core.errors import RRRError
 from rrr.core.generation import GenRequest, Sample
+from rrr.core.lora import adapter_config, engine_lora_rank
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def engine_kwargs(cfg: Config, model_path: str) -> dict[str, Any]:
         "seed": r.seed,
         "in_process": r.in_process_engine,
         "trust_remote_code": cfg.model.trust_remote_code,
+        "lora": adapter_config(cfg.learner.lora, model_path) if cfg.learner.lora.rank else None,
+        "max_lora_rank": engine_lora_rank(cfg),
     }
 
 

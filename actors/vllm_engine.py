@@ -85,6 +85,8 @@ class VLLMEngine(WeightEndpoint):
         seed: int = 0,
         trust_remote_code: bool = False,
         in_process: bool = False,
+        lora: dict[str, Any] | None = None,
+        max_lora_rank: int = 0,
     ) -> None:
         # vLLM's INFO lines (one per engine step on CPU) drown the driver's step lines.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -115,6 +117,11 @@ class VLLMEngine(WeightEndpoint):
             # VLLM_CPU_KVCACHE_SPACE takes whole GiB: 0.25 became 1). A user's
             # VLLM_CPU_KVCACHE_SPACE still wins: vLLM's CPU platform reads it after this.
             extra["kv_cache_memory_bytes"] = kv_cache_bytes(kv_cache_gib)
+        # learner.lora: the engine serves the learner's adapter (one at a time) on the base
+        # weights it loads here, which then never change (actors/weight_endpoint.py).
+        self.serves_adapters = lora is not None
+        if lora is not None:
+            extra.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         # Tensor parallelism on vLLM's CPU build runs its workers as processes.
         if cpu and tensor_parallel_size > 1:
             extra["distributed_executor_backend"] = "mp"
@@ -144,6 +151,8 @@ class VLLMEngine(WeightEndpoint):
                 f"vLLM failed to start for model {model_path!r} "
                 f"(dtype={dtype}, tp={tensor_parallel_size}): {type(exc).__name__}: {exc}"
             ) from exc
+        if lora is not None:
+            self.llm.collective_rpc("rrr_serve_adapters", args=(lora,))
         self.tokenizer = self.llm.get_tokenizer()
         self._sleeping = False
         # The policy version of the loaded weights (the learner step they come from; 0 = the
@@ -168,7 +177,9 @@ class VLLMEngine(WeightEndpoint):
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r, _ in flat]
         params = [self._params(r, None if r.noise_keys is None else r.noise_keys[j])
                   for r, j in flat]  # fmt: skip
-        outputs = iter(self.llm.generate(prompts, params, use_tqdm=False))
+        outputs = iter(
+            self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora_request)
+        )
         return [
             [_to_sample(next(outputs).outputs[0], self.version) for _ in range(r.n)]
             for r in requests

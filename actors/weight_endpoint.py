@@ -18,15 +18,27 @@ from typing import Any
 
 from rrr.core.shm import tmpfs_dir_for
 
+# vLLM's LoRARequest must name a path; the adapters rrr pushes are loaded from memory
+# (worker_extension._rrr_load_adapter) before any request names them, so it is never read.
+IN_MEMORY_ADAPTER = "rrr:in-memory"
+
 
 class WeightEndpoint:
-    """Needs `self.llm` (a vLLM LLM), `self.version`, `self.model_path`, `self.seed` and
-    `self.reset_prefix_cache()` from the class it is mixed into (VLLMEngine)."""
+    """Needs `self.llm` (a vLLM LLM), `self.version`, `self.model_path`, `self.seed`,
+    `self.serves_adapters` and `self.reset_prefix_cache()` from the class it is mixed into
+    (VLLMEngine).
+
+    An engine that serves adapters (learner.lora) keeps its base weights for life: every load
+    is the learner's adapter, under a new id, and `lora_request` names the one that the
+    generator's requests use (None: the base model, policy version 0)."""
 
     llm: Any
     version: int
     model_path: str
     seed: int
+    serves_adapters: bool
+    lora_request: Any = None
+    _adapter_loads: int = 0
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
         """Load a full or partial state dict (name -> tensor) into the live engine."""
@@ -51,29 +63,48 @@ class WeightEndpoint:
         """The engine as a fresh start leaves it: the model directory's own weights (policy
         version 0), an empty prefix cache, the sampler seeded with the engine's seed. What a
         generation stack kept for the next run goes through (rrr/driver/stack.py, StackPool)."""
-        files = sorted(Path(self.model_path).glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors in {self.model_path} to reset from")
-        loaded = sum(self.load_weights_file(str(f), version=0) for f in files)
+        if self.serves_adapters:  # the base weights never changed: drop the adapter
+            self.llm.collective_rpc("rrr_drop_adapters")
+            self._loaded(0)
+            loaded = 0
+        else:
+            files = sorted(Path(self.model_path).glob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"no *.safetensors in {self.model_path} to reset from")
+            loaded = sum(self.load_weights_file(str(f), version=0) for f in files)
         self.llm.collective_rpc("rrr_reseed", args=(self.seed,))
         return loaded
+
+    def adapter_id(self) -> int | None:
+        """The vLLM id of the adapter the requests name now; None: the base model."""
+        return None if self.lora_request is None else int(self.lora_request.lora_int_id)
 
     def _reload(self, method: str, args: tuple[Any, ...], version: int | None) -> int:
         """One reload on every vLLM worker; the count of tensors loaded. A reload that fails, at
         any point, leaves the workers on the base model (worker_extension._rrr_reload): the
         version says so, and the error goes on."""
+        adapter_id = self._adapter_loads + 1 if self.serves_adapters else None
         try:
-            counts = self.llm.collective_rpc(method, args=args)
+            counts = self.llm.collective_rpc(method, args=(*args, adapter_id))
         except BaseException:
             self._loaded(0)
             raise
-        self._loaded(version)
+        self._loaded(version, adapter_id)
         return int(counts[0])
 
-    def _loaded(self, version: int | None) -> None:
-        self.reset_prefix_cache()  # cached KV was computed by the old weights
+    def _loaded(self, version: int | None, adapter_id: int | None = None) -> None:
+        """After a load: the prefix cache emptied (its KV was computed by the old weights), the
+        version recorded, and the adapter the requests name from now on (version 0: none)."""
+        from vllm.lora.request import LoRARequest
+
+        self.reset_prefix_cache()
         if version is not None:
             self.version = version
+        if adapter_id is not None:
+            self._adapter_loads = adapter_id
+            self.lora_request = LoRARequest(f"rrr-{adapter_id}", adapter_id, IN_MEMORY_ADAPTER)
+        elif version == 0:
+            self.lora_request = None
 
     # ------------------------------------------------------------------ weight sync (receiver)
     # Explicit methods the driver's sync (learner/weight_sync.py) calls by name; each fans out

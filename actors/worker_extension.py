@@ -63,22 +63,31 @@ def with_aliases(
 class WeightReceiver:
     """Receives new policy weights inside a vLLM worker process."""
 
-    def rrr_reload_from_file(self, path: str, aliases: dict[str, str] | None = None) -> int:
-        """Load a (full or partial) safetensors state dict from `path`; return tensor count."""
+    def rrr_reload_from_file(
+        self, path: str, aliases: dict[str, str] | None = None, adapter_id: int | None = None
+    ) -> int:
+        """Load a (full or partial) safetensors state dict from `path`, or with `adapter_id` a
+        LoRA adapter's tensors; return tensor count."""
         from safetensors.torch import load_file
 
         def weights() -> Iterator[tuple[str, Any]]:  # read inside the reload, as its failure
             yield from load_file(path).items()
 
-        return self._rrr_reload(weights(), aliases)
+        return self._rrr_reload(weights(), aliases, adapter_id)
 
     def _rrr_reload(
-        self, weights: Iterator[tuple[str, Any]], aliases: dict[str, str] | None
+        self,
+        weights: Iterator[tuple[str, Any]],
+        aliases: dict[str, str] | None,
+        adapter_id: int | None = None,
     ) -> int:
-        """vLLM's in-place reload of `weights`, each shared weight also under its aliases.
-        `weights` is lazy: whatever fails while producing it (a missing file, no group, a sender
-        that died) fails inside the reload, so every failed reload leaves the base model
-        (`_rrr_restore_base`), which is what WeightEndpoint then says (version 0)."""
+        """vLLM's in-place reload of `weights`, each shared weight also under its aliases; with
+        `adapter_id`, `weights` are a LoRA adapter's (`_rrr_load_adapter`). `weights` is lazy:
+        whatever fails while producing it (a missing file, no group, a sender that died) fails
+        inside the reload, so every failed reload leaves the base model (`_rrr_restore_base`),
+        which is what WeightEndpoint then says (version 0)."""
+        if adapter_id is not None:
+            return self._rrr_load_adapter(weights, adapter_id)
         quiet_expected_reload_warnings()
         count = 0
 
@@ -107,6 +116,46 @@ class WeightReceiver:
         model_config = self.model_runner.model_config  # type: ignore[attr-defined]
         finalize_layerwise_reload(self.model_runner.get_model(), model_config)  # type: ignore[attr-defined]
         self.reload_weights()  # no iterator: from the model's own directory
+
+    # --- LoRA: the engine serves the learner's adapter, pushed as tensors ----------------------
+
+    def rrr_serve_adapters(self, config: dict[str, Any]) -> None:
+        """From now on every weight load is an adapter of this peft config (rank, alpha, target
+        modules: rrr/core/lora.py), loaded from memory, never from a path."""
+        self._rrr_adapter = config
+
+    def _rrr_load_adapter(self, weights: Iterator[tuple[str, Any]], adapter_id: int) -> int:
+        """Build vLLM's LoRA model from the pushed tensors and make it the engine's one adapter,
+        under `adapter_id` (the id WeightEndpoint's next requests name). The previous adapter
+        goes first: the engine holds one, and a failed load leaves none (the base model)."""
+        from vllm.lora.lora_model import LoRAModel
+        from vllm.lora.peft_helper import PEFTHelper
+
+        manager = self.model_runner.lora_manager  # type: ignore[attr-defined]
+        try:
+            tensors = dict(weights)  # drains the whole push (every broadcast) first
+            self.rrr_drop_adapters()
+            helper = PEFTHelper.from_dict(self._rrr_adapter)
+            helper.validate_legal(manager.lora_config)
+            model = LoRAModel.from_lora_tensors(
+                adapter_id,
+                tensors,
+                helper,
+                device="cpu",  # as vLLM's own loader: moved to the device when activated
+                dtype=manager.lora_config.lora_dtype,
+                model_vocab_size=manager.vocab_size,
+            )
+            manager._adapter_manager.add_adapter(model)
+        except BaseException:
+            self.rrr_drop_adapters()
+            raise
+        return len(tensors)
+
+    def rrr_drop_adapters(self) -> None:
+        """No adapter loaded: requests without one see the base model."""
+        manager = self.model_runner.lora_manager._adapter_manager  # type: ignore[attr-defined]
+        for adapter_id in list(manager.list_adapters()):
+            manager.remove_adapter(adapter_id)
 
     def _rrr_aliases(self, aliases: dict[str, str] | None) -> dict[str, str]:
         """The sender's manifest aliases, else the tied head of a tied model."""
@@ -181,7 +230,7 @@ class WeightReceiver:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def rrr_receive_buckets(self) -> int:
+    def rrr_receive_buckets(self, adapter_id: int | None = None) -> int:
         """Receive a whole sync (every bucket of the group's plan, in order) from rank 0 and
         load it through the worker's in-place reload, once per sync.
 
@@ -213,7 +262,7 @@ class WeightReceiver:
                 yield from unpack_bucket(buf, bucket)
                 del buf  # only the loader's views keep it alive now
 
-        count = self._rrr_reload(weights(), aliases)
+        count = self._rrr_reload(weights(), aliases, adapter_id)
         if device.type == "cuda":
             torch.cuda.current_stream().synchronize()
         return count

@@ -17,6 +17,7 @@ from rrr.core.chat import ChatRenderer
 from rrr.core.config import Config, ConfigError
 from rrr.core.episodes import EpisodeEngine
 from rrr.core.errors import RRRError
+from rrr.core.lora import engine_lora_rank
 from rrr.core.models import ModelError, resolve_model
 from rrr.core.placement import VERIFIER_CPUS, colocated_bundles, required
 from rrr.core.tasks import TaskNotFound, detect_family, get_task
@@ -73,7 +74,9 @@ def monitoring_urls(ray: Any) -> dict[str, str]:
     me = ray.get_runtime_context().get_node_id()
     for node in ray.nodes():
         if node.get("NodeID") == me and node.get("MetricsExportPort"):
-            urls["metrics"] = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            urls["metrics"] = (
+                f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            )
     return urls
 
 
@@ -216,6 +219,8 @@ def _stack_key(cfg: Config, model_path: str) -> str:
         "verifier": asdict(cfg.verifier),
         "cluster": asdict(cfg.cluster),
         "task": [cfg.data.task, cfg.data.fewshot],
+        # An engine that serves adapters is built for them (rrr/core/lora.py).
+        "lora": [engine_lora_rank(cfg), asdict(cfg.learner.lora)] if engine_lora_rank(cfg) else 0,
     }
     return json.dumps(parts, sort_keys=True, default=str)
 
