@@ -162,6 +162,11 @@ class RolloutFleet:
         ref = ray.put(state)
         self.group.run(lambda w: w.load_state_dict.remote(ref), "a weight load")
 
+    def load_weights_file(self, path: str) -> None:
+        """Every worker loads a safetensors file that all can read: full weights, or the adapter
+        of an engine that serves adapters."""
+        self.group.run(lambda w: w.load_weights_file.remote(path), "a weight load")
+
     def reset_to_base(self) -> None:
         """Every worker back to the base model, version 0, its start seed (a kept stack)."""
         self.group.run(lambda w: w.reset_to_base.remote(), "a reset to the base model")

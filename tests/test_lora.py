@@ -14,8 +14,10 @@ from rrr.core.config import ConfigError, LearnerConfig, LoraConfig, load_config
 from rrr.core.lora import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
+    adapter_config,
     engine_lora_rank,
     is_adapter_dir,
+    serving_config,
     wire_name,
 )
 from rrr.core.train_batch import build_train_batch
@@ -72,6 +74,49 @@ def test_saved_names_drop_the_adapter_name_and_skip_the_base():
     assert wire_name("base_model.model.lm_head.weight") is None
 
 
+def _adapter_dir(tmp_path, **config) -> str:
+    d = tmp_path / "adapter"
+    d.mkdir()
+    full = {**adapter_config(LORA, "/models/base"), **config}
+    (d / ADAPTER_CONFIG).write_text(json.dumps(full))
+    return str(d)
+
+
+def test_an_adapter_directory_is_served_on_its_base_with_its_own_settings(tmp_path):
+    cfg = load_config(None, [f"model.name_or_path={_adapter_dir(tmp_path, r=12)}",
+                             "rollout.max_lora_rank=8"])  # fmt: skip
+    served, adapter = serving_config(cfg)
+    assert adapter is not None and str(adapter) == cfg.model.name_or_path
+    assert served.model.name_or_path == "/models/base"
+    assert (served.learner.lora.rank, served.learner.lora.alpha) == (12, 8.0)
+    assert served.learner.lora.target_modules == sorted(LORA.target_modules)
+    assert engine_lora_rank(served) == 16  # the user's max_lora_rank=8 could not hold it
+    assert serving_config(load_config(None, []))[1] is None  # a model: served as it is
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"r": 1024}, r"rank-1024 adapter; vLLM serves ranks 1 to 512"),
+        ({"target_modules": ".*proj"}, "as a pattern"),
+        ({"base_model_name_or_path": None}, "names no base model"),
+        ({"r": "four"}, "unreadable"),
+    ],
+)
+def test_an_adapter_directory_rrr_cannot_serve_fails_naming_the_key(tmp_path, config, message):
+    cfg = load_config(None, [f"model.name_or_path={_adapter_dir(tmp_path, **config)}"])
+    with pytest.raises(ConfigError, match=rf"model\.name_or_path: .*{message}"):
+        serving_config(cfg)
+
+
+def test_training_refuses_an_adapter_as_its_model(tmp_path):
+    from rrr.driver.train import check_model
+
+    cfg = load_config(None, [f"model.name_or_path={_adapter_dir(tmp_path)}"])
+    with pytest.raises(ConfigError, match=r"model\.name_or_path: .* is a LoRA adapter"):
+        check_model(cfg)
+
+
 # ----------------------------------------------------------------------------- the learner
 
 
@@ -92,26 +137,59 @@ def test_an_unknown_target_module_fails_at_start_naming_the_key(tiny_model_path)
         check_target_modules(tiny_model_path, replace(LORA, target_modules=["lm_head"]), False)
 
 
-@pytest.mark.parametrize("backend", ["torch", "deepspeed"])
+def test_rrr_plan_counts_the_adapter_peft_builds(tiny_model_path):
+    """`rrr plan`'s adapter (names, shapes) is the one peft builds and a push ships."""
+    from transformers import AutoModelForCausalLM
+
+    from rrr.core.model_shapes import model_shape
+    from rrr.learner.lora import apply_lora
+
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_model_path), LORA, "")
+    built = {wire_name(n): tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    planned = model_shape(tiny_model_path).lora_tensors(LORA.rank, LORA.target_modules)
+    assert dict(planned) == built and len(planned) == len(built)
+
+
+def test_rrr_train_checks_the_target_modules_before_anything_starts(
+    tiny_model_path, tmp_path, monkeypatch, capsys
+):
+    import rrr.driver.stack
+    from rrr.driver.cli import main
+
+    def started(cfg):
+        raise AssertionError("a generation stack started before the config was checked")
+
+    monkeypatch.setattr(rrr.driver.stack, "generation_stack", started)
+    code = main(["train", f"model.name_or_path={tiny_model_path}", "learner.lora.rank=4",
+                 "learner.lora.target_modules=[q_proj,qkv_proj]",
+                 f"logging.output_dir={tmp_path / 'run'}"])  # fmt: skip
+    assert code != 0
+    assert "learner.lora.target_modules: ['qkv_proj']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("backend", "zero_stage"), [("torch", 2), ("deepspeed", 2),
+                                                     ("deepspeed", 3)])  # fmt: skip
 def test_lora_trains_the_adapter_alone_against_the_base_as_reference(
-    tiny_model_path, batch, backend
+    tiny_model_path, batch, backend, zero_stage
 ):
     """The adapter's weights move and the base's do not; before the first step the policy is
     the base exactly (peft's B = 0); the reference is the base model itself (the adapter off);
     the manifest, the push and the checkpoint hold the adapter's tensors alone."""
     from transformers import AutoModelForCausalLM
 
-    worker = LearnerWorker(tiny_model_path, _cfg(backend=backend))
+    # The base's log-probs first: while a ZeRO-3 worker lives, transformers builds every model
+    # partitioned (its HfDeepSpeedConfig), and a partitioned model has no weights of its own.
     base = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
     with torch.no_grad():
         want = next_token_logprobs(base(batch.tokens).logits, batch.tokens) * batch.mask
+    del base
+    worker = LearnerWorker(tiny_model_path, _cfg(backend=backend, zero_stage=zero_stage))
     assert torch.allclose(worker.logprobs(batch), want, atol=1e-5)
 
     names = worker.manifest.names
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     assert len(names) == 2 * 7 * 2  # A and B, seven targets, two layers
-    frozen = {n: p.detach().clone() for n, p in worker.hf_model.named_parameters()
-              if not p.requires_grad}  # fmt: skip
+    frozen = _frozen_params(worker)
     before = {n: t.clone() for n, t in worker.state_dict_cpu().items()}
     metrics = worker.step([batch])
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # the step's policy is the base
@@ -121,13 +199,26 @@ def test_lora_trains_the_adapter_alone_against_the_base_as_reference(
     after = worker.state_dict_cpu()
     assert set(after) == set(names)
     assert any(not torch.equal(before[n], after[n]) for n in names if ".lora_B." in n)
-    for n, p in worker.hf_model.named_parameters():
-        if n in frozen:
-            assert torch.equal(p.detach(), frozen[n]), n
+    for n, p in _frozen_params(worker).items():
+        assert torch.equal(p, frozen[n]), n
     # The reference is still the base: the adapter off gives the base's log-probs exactly.
     layout = worker.layout(batch)
     assert torch.allclose(worker._reference_logprobs(layout).cpu(), want, atol=1e-5)
     assert not torch.allclose(worker.logprobs(batch), want, atol=1e-4)
+
+
+def _frozen_params(worker: LearnerWorker) -> dict[str, torch.Tensor]:
+    """Copies of the base's parameters, whole (ZeRO-3 keeps each rank's partition alone)."""
+    import contextlib
+
+    frozen = {n: p for n, p in worker.hf_model.named_parameters() if not p.requires_grad}
+    gather = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in frozen.values()):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(frozen.values()))
+    with gather:
+        return {n: p.detach().clone() for n, p in frozen.items()}
 
 
 def test_lora_checkpoint_is_an_adapter_and_resumes_exactly(tiny_model_path, batch, tmp_path):

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESET_CLUSTERS = {
     "smoke-cpu.yaml": "cpu",
     "single-gpu.yaml": "1x1@80",
+    "qwen2.5-7b-countdown-lora-1xh100.yaml": "1x1@80",
     "qwen2.5-1.5b-countdown-4xh100.yaml": "1x4@80",
     "qwen2.5-7b-countdown-8xh100.yaml": "1x8@80",
     "qwen2-7b-apigen-8xh100.yaml": "1x8@80",
@@ -190,3 +191,24 @@ def test_colocation_with_vllm_tensor_parallelism_is_refused(capsys: pytest.Captu
     err = _refused(["--config", str(ROOT / "configs/single-gpu.yaml"), "--cluster", "1x2@80",
                     "rollout.tensor_parallel_size=2"], capsys)  # fmt: skip
     assert "cluster.colocate" in err and "rollout.tensor_parallel_size=2" in err
+
+
+def test_lora_fits_a_7b_on_one_gpu_where_full_fine_tuning_does_not(capsys) -> None:
+    """The LoRA preset's reason to exist: on one 80 GB GPU the 7B's full fine-tune is refused,
+    its LoRA run plans; the push ships the adapter alone (about 1/50 of the model's bytes)."""
+    lora = ["--config", str(ROOT / "configs/qwen2.5-7b-countdown-lora-1xh100.yaml"),
+            "--cluster", "1x1@80"]  # fmt: skip
+    err = _refused([*lora, "learner.lora.rank=0"], capsys)
+    assert "GiB of 80" in err
+    assert main(["plan", *lora]) == 0
+    out = capsys.readouterr().out
+    assert "lora       r=64" in out and "161.5 M trained parameters" in out
+    assert "308 MiB in bfloat16 per push" in out
+    cfg = load_config(lora[1], [])
+    shape = model_shape(cfg.model.name_or_path)
+    full = learner_budget(load_config(lora[1], ["learner.lora.rank=0"]), shape)
+    adapter = learner_budget(cfg, shape)
+    assert adapter.parts["reference"] == 0 and full.parts["reference"] > 14
+    assert adapter.parts["gradients"] < full.parts["gradients"] / 40
+    err = _refused([*lora, "learner.lora.target_modules=[qkv_proj]"], capsys)
+    assert "learner.lora.target_modules: ['qkv_proj']" in err

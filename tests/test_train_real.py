@@ -39,6 +39,23 @@ def _tiny_run(model: str, data: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _tiny_brief_run(model: str) -> list[str]:
+    """`rrr train` on the tiny model with the brief task: its random words pass a 10-14 word
+    limit or not, so groups with a reward spread occur (and, dropping the others, every
+    trained group has one): the policy moves from the first step."""
+    return [
+        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
+        f"model.name_or_path={model}", "model.max_model_len=1024",
+        "data.task=brief", "data.source=brief:train", "data.limit=32", "data.fewshot=0",
+        "failures.samples_per_query=1", "failures.max_tokens=24",
+        "episode.num_reflections=4", "episode.max_reflection_tokens=8",
+        "episode.max_retry_tokens=16", "learner.micro_batch_size=4",
+        "learner.drop_zero_std_groups=true", "rollout.kv_cache_gib=0.25",
+        "rollout.in_process_engine=true", "logging.eval_every=0",
+        "logging.checkpoint_every=1", "logging.progress=false",
+    ]  # fmt: skip
+
+
 def test_train_two_steps_checkpoint_and_resume(ray_local, tiny_model_path, sample_data, tmp_path,
                                                capsys):  # fmt: skip
     run = tmp_path / "run"
@@ -212,16 +229,8 @@ def test_backfill_trains_signal_groups_alone_and_resumes_exactly(ray_local, tiny
     tiny model's random words pass a 10-14 word limit or not, so groups of both kinds occur."""
     whole = tmp_path / "whole"
     args = [
-        "train", "--config", str(ROOT / "configs/smoke-cpu.yaml"),
-        f"model.name_or_path={tiny_model_path}", "model.max_model_len=1024",
-        "data.task=brief", "data.source=brief:train", "data.limit=32", "data.fewshot=0",
-        "failures.samples_per_query=1", "failures.max_tokens=24",
-        "episode.num_reflections=4", "episode.max_reflection_tokens=8",
-        "episode.max_retry_tokens=16", "learner.failures_per_step=4",
-        "learner.micro_batch_size=4", "learner.lr=1e-4", "learner.max_steps=3",
-        "learner.drop_zero_std_groups=true", "learner.backfill_max_draws=12",
-        "rollout.kv_cache_gib=0.25", "rollout.in_process_engine=true",
-        "logging.eval_every=0", "logging.checkpoint_every=1", "logging.progress=false",
+        *_tiny_brief_run(tiny_model_path), "learner.failures_per_step=4", "learner.lr=1e-4",
+        "learner.max_steps=3", "learner.backfill_max_draws=12",
     ]  # fmt: skip
     assert main([*args, f"logging.output_dir={whole}"]) == 0
     lines = [json.loads(x) for x in (whole / "metrics.jsonl").read_text().splitlines()]

@@ -8,15 +8,17 @@ must agree on, as pure functions (no torch, no peft).
   - the adapter's tensor names on the wire and on disk: peft's saved names
     (`base_model.model.<module>.lora_A.weight`), which both `PeftModel.from_pretrained` and
     vLLM's `LoRAModel.from_lora_tensors` read;
-  - what an adapter directory is.
+  - what an adapter directory is, and how one is served as a model.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rrr.core.config import VLLM_LORA_RANKS, Config, LoraConfig
+from rrr.core.config import VLLM_LORA_RANKS, Config, ConfigError, LoraConfig
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file names
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -61,3 +63,46 @@ def is_adapter_dir(path: str | Path) -> bool:
     """A peft adapter directory (an adapter alone, without the model it adapts)."""
     p = Path(path)
     return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
+
+
+def read_adapter_dir(path: str | Path) -> tuple[str, LoraConfig]:
+    """An adapter directory's base model and its LoRA settings (from adapter_config.json): what
+    a generation stack needs to serve it on the base (`rrr eval model.name_or_path=ADAPTER`)."""
+    p = Path(path)
+    try:
+        cfg = json.loads((p / ADAPTER_CONFIG).read_text())
+        base, rank, alpha = cfg["base_model_name_or_path"], int(cfg["r"]), float(cfg["lora_alpha"])
+        targets = cfg["target_modules"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"model.name_or_path: {p / ADAPTER_CONFIG} is unreadable: {exc}") from exc
+    if isinstance(targets, str) or not base:  # peft's regex form, or no base recorded
+        raise ConfigError(
+            f"model.name_or_path: {p} names no base model or gives target_modules as a pattern; "
+            "rrr serves adapters that name their base and list their modules (as rrr writes them)"
+        )
+    if not 0 < rank <= VLLM_LORA_RANKS[-1]:
+        raise ConfigError(
+            f"model.name_or_path: {p} is a rank-{rank} adapter; vLLM serves ranks 1 to "
+            f"{VLLM_LORA_RANKS[-1]}"
+        )
+    lora = LoraConfig(
+        rank=rank, alpha=alpha, target_modules=sorted(targets),
+        dropout=float(cfg.get("lora_dropout", 0.0)),
+    )  # fmt: skip
+    return base, lora
+
+
+def serving_config(cfg: Config) -> tuple[Config, Path | None]:
+    """The config a generation stack starts from. For `model.name_or_path` an adapter directory:
+    its base model as the model and its settings as `learner.lora` (the engines are built to
+    serve it), and the adapter's directory; otherwise the config itself and None."""
+    if not is_adapter_dir(cfg.model.name_or_path):
+        return cfg, None
+    base, lora = read_adapter_dir(cfg.model.name_or_path)
+    served = replace(
+        cfg,
+        model=replace(cfg.model, name_or_path=base),
+        learner=replace(cfg.learner, lora=lora),
+        rollout=replace(cfg.rollout, max_lora_rank=None),  # the engines fit this adapter
+    )
+    return served, Path(cfg.model.name_or_path)

@@ -7,6 +7,9 @@ Learner rank (DeepSpeed mixed precision, `learner/engines.py::deepspeed_config`)
                GPU with `learner.offload_optimizer`
   reference    the frozen reference model: w bytes/param; ZeRO-3-sharded when the policy is,
                and 0 on the GPU when also `learner.offload_reference`
+  LoRA         (learner.lora.rank > 0) the base is frozen: gradients and optimizer state of the
+               adapter's parameters alone, no reference copy (the adapter switched off); each
+               vLLM worker keeps one adapter slot at its max_lora_rank
   logits       one micro-batch of max_model_len-token rows: (w + 4) bytes per logit (the
                model's output plus the fp32 log-softmax the log-prob kernel takes)
   activations  with gradient checkpointing, one hidden state per layer per token plus one
@@ -33,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rrr.core.config import Config
+from rrr.core.lora import engine_lora_rank
 from rrr.core.model_shapes import ModelShape
 
 GIB = 1024**3
@@ -75,14 +79,21 @@ def learner_budget(cfg: Config, shape: ModelShape, gpu: bool = True) -> Budget:
         activation_values = tokens * (shape.layers * shape.hidden + per_layer)
     else:
         activation_values = tokens * shape.layers * per_layer
-    if deepspeed and zero == 3:
-        reference = 0.0 if lr.offload_reference else w * p / ranks
+    if lr.lora.rank:
+        # LoRA: the frozen base plus the adapter, of which alone there are gradients and Adam
+        # state; the reference is the base with the adapter off (no copy).
+        trained = shape.lora_params(lr.lora.rank, lr.lora.target_modules)
+        weights, reference = w * (p + trained), 0.0
     else:
-        reference = w * p
+        trained, weights = p, w * p
+        if deepspeed and zero == 3:
+            reference = 0.0 if lr.offload_reference else w * p / ranks
+        else:
+            reference = w * p
     parts = {
-        "weights": w * p / shard_weights,
-        "gradients": GRAD_BYTES * p / shard_grads,
-        "optimizer": 0.0 if lr.offload_optimizer else ADAM_BYTES * p / shard_optim,
+        "weights": weights / shard_weights,
+        "gradients": GRAD_BYTES * trained / shard_grads,
+        "optimizer": 0.0 if lr.offload_optimizer else ADAM_BYTES * trained / shard_optim,
         "reference": reference,
         "logits": (w + 4) * tokens * shape.vocab,
         "activations": w * activation_values,
@@ -102,11 +113,12 @@ def vllm_budget(cfg: Config, shape: ModelShape, device_gib: float) -> VllmBudget
     w = 2  # vLLM serves bf16 on GPU
     total = r.gpu_memory_utilization * device_gib
     weights = w * shape.params / tp / GIB
-    kv = max(0.0, total - weights - VLLM_ACTIVATION_RESERVE_GIB)
-    budget = VllmBudget(
-        "vllm",
-        {"weights": weights, "activations": VLLM_ACTIVATION_RESERVE_GIB, "kv cache": kv},
-    )
+    # An engine that serves adapters holds one adapter slot (max_loras=1) at its max_lora_rank.
+    rank = engine_lora_rank(cfg)
+    lora = w * shape.lora_params(rank, cfg.learner.lora.target_modules) / tp / GIB if rank else 0.0
+    kv = max(0.0, total - weights - lora - VLLM_ACTIVATION_RESERVE_GIB)
+    parts = {"weights": weights, "lora slot": lora, "activations": VLLM_ACTIVATION_RESERVE_GIB}
+    budget = VllmBudget("vllm", {**parts, "kv cache": kv})
     budget.kv_tokens = int(kv * GIB // shape.kv_bytes_per_token(w, tp))
     return budget
 

@@ -8,6 +8,7 @@ machine that has not downloaded them, from a table of their published configs).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,20 +88,46 @@ class ModelShape:
             out.append(("lm_head.weight", (self.vocab, h)))
         return out
 
+    def linear_shapes(self) -> dict[str, tuple[str, int, int]]:
+        """Each decoder layer's linear layers a LoRA adapter may target: name -> (path in the
+        layer, out features, in features)."""
+        h, kv, inter = self.hidden, self.kv_heads * self.head_dim, self.intermediate
+        return {
+            "q_proj": ("self_attn.q_proj", h, h), "k_proj": ("self_attn.k_proj", kv, h),
+            "v_proj": ("self_attn.v_proj", kv, h), "o_proj": ("self_attn.o_proj", h, h),
+            "gate_proj": ("mlp.gate_proj", inter, h), "up_proj": ("mlp.up_proj", inter, h),
+            "down_proj": ("mlp.down_proj", h, inter),
+        }  # fmt: skip
+
+    def lora_tensors(self, rank: int, targets: list[str]) -> list[tuple[str, tuple[int, ...]]]:
+        """The adapter a push ships under learner.lora: A (r x in) and B (out x r) per targeted
+        linear layer, under peft's saved names (rrr/core/lora.py)."""
+        linear = self.linear_shapes()
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for i in range(self.layers):
+            for target in targets:
+                path, rows, cols = linear[target]
+                prefix = f"base_model.model.model.layers.{i}.{path}"
+                out += [(f"{prefix}.lora_A.weight", (rank, cols)),
+                        (f"{prefix}.lora_B.weight", (rows, rank))]  # fmt: skip
+        return out
+
     @property
     def params(self) -> int:
-        total = 0
-        for _, shape in self.tensors():
-            n = 1
-            for s in shape:
-                n *= s
-            total += n
-        return total
+        return count(self.tensors())
+
+    def lora_params(self, rank: int, targets: list[str]) -> int:
+        return count(self.lora_tensors(rank, targets))
 
     def kv_bytes_per_token(self, dtype_bytes: int, tensor_parallel: int = 1) -> int:
         """K and V of every layer for one token, on one of `tensor_parallel` GPUs."""
         kv_heads = max(1, self.kv_heads // tensor_parallel)
         return 2 * self.layers * kv_heads * self.head_dim * dtype_bytes
+
+
+def count(tensors: list[tuple[str, tuple[int, ...]]]) -> int:
+    """The number of values in (name, shape) tensors."""
+    return sum(math.prod(shape) for _, shape in tensors)
 
 
 def from_config(name: str, config: dict[str, Any]) -> ModelShape:

@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-from rrr.core.config import Config
+from rrr.core.config import Config, ConfigError
+from rrr.core.lora import engine_lora_rank
 from rrr.core.memory_budget import (
     GIB,
     VLLM_SLEEPING_GIB,
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         cluster = parse_cluster(args.cluster or "cpu", local_cpus=os.cpu_count() or 1)
         shape = model_shape(cfg.model.name_or_path)
         lines = plan_lines(cfg, cluster, shape)
-    except (PlacementError, ModelShapeError) as exc:
+    except (PlacementError, ModelShapeError, ConfigError) as exc:
         print(f"rrr plan: refused: {exc}", file=sys.stderr)
         return 2
     print("\n".join(lines))
@@ -84,10 +85,13 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
         )
     backend, why = sync_backend(cfg.sync.backend, placed, gpu)
     dtype = "bfloat16" if gpu and cfg.learner.bf16 else "float32"
-    buckets = plan_buckets(((n, dtype, s) for n, s in shape.tensors()), cfg.sync.bucket_mb << 20)
+    lora = cfg.learner.lora
+    pushed = shape.lora_tensors(lora.rank, lora.target_modules) if lora.rank else shape.tensors()
+    buckets = plan_buckets(((n, dtype, s) for n, s in pushed), cfg.sync.bucket_mb << 20)
     out = [
         f"model      {shape.name}: {shape.params / 1e9:.3f} B parameters, "
         f"{shape.layers} layers, {'tied' if shape.tied else 'untied'} embeddings",
+        *lora_lines(cfg, shape),
         f"cluster    {cluster.spec}: "
         + ", ".join(f"{n.name} ({n.cpus:g} CPU, {len(n.gpus)} GPU)" for n in cluster.nodes),
         "",
@@ -113,8 +117,28 @@ def plan_lines(cfg: Config, cluster, shape) -> list[str]:
     return out
 
 
+def lora_lines(cfg: Config, shape) -> list[str]:
+    """What a LoRA run trains and pushes (nothing without one)."""
+    lora = cfg.learner.lora
+    if not lora.rank:
+        return []
+    trained = shape.lora_params(lora.rank, lora.target_modules)
+    return [
+        f"lora       r={lora.rank} alpha={lora.alpha:g} on {', '.join(lora.target_modules)}: "
+        f"{trained / 1e6:,.1f} M trained parameters ({100 * trained / shape.params:.2f} % of "
+        f"the model); vLLM engines built for rank {engine_lora_rank(cfg)}"
+    ]
+
+
 def check_model_fits(cfg: Config, shape) -> None:
     from rrr.core.placement import PlacementError
+
+    unknown = [m for m in cfg.learner.lora.target_modules if m not in shape.linear_shapes()]
+    if cfg.learner.lora.rank and unknown:
+        raise ConfigError(
+            f"learner.lora.target_modules: {unknown} name no linear layer of {shape.name} "
+            f"(its linear layers: {sorted(shape.linear_shapes())})"
+        )
 
     tp = cfg.rollout.tensor_parallel_size
     if shape.heads % tp or (shape.kv_heads % tp and tp % shape.kv_heads):

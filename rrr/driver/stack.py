@@ -11,13 +11,14 @@ import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from rrr.core.chat import ChatRenderer
 from rrr.core.config import Config, ConfigError
 from rrr.core.episodes import EpisodeEngine
 from rrr.core.errors import RRRError
-from rrr.core.lora import engine_lora_rank
+from rrr.core.lora import ADAPTER_WEIGHTS, adapter_config, engine_lora_rank, serving_config
 from rrr.core.models import ModelError, resolve_model
 from rrr.core.placement import VERIFIER_CPUS, colocated_bundles, required
 from rrr.core.tasks import TaskNotFound, detect_family, get_task
@@ -219,8 +220,11 @@ def _stack_key(cfg: Config, model_path: str) -> str:
         "verifier": asdict(cfg.verifier),
         "cluster": asdict(cfg.cluster),
         "task": [cfg.data.task, cfg.data.fewshot],
-        # An engine that serves adapters is built for them (rrr/core/lora.py).
-        "lora": [engine_lora_rank(cfg), asdict(cfg.learner.lora)] if engine_lora_rank(cfg) else 0,
+        # An engine that serves adapters is built for them (rrr/core/lora.py): a training run's
+        # kept stack serves the evaluation of its exported adapter.
+        "lora": [engine_lora_rank(cfg), adapter_config(cfg.learner.lora)]
+        if engine_lora_rank(cfg)
+        else 0,
     }
     return json.dumps(parts, sort_keys=True, default=str)
 
@@ -308,7 +312,11 @@ def fresh_stacks():
 @contextmanager
 def generation_stack(cfg: Config):
     """Ray + model + task + R rollout workers + verifier pool + episode engine; torn down after
-    (or, inside shared_stacks(), kept for the next run with the same configuration)."""
+    (or, inside shared_stacks(), kept for the next run with the same configuration).
+
+    `model.name_or_path` may be an adapter directory (`rrr export --adapter`, a LoRA run's
+    checkpoint): the engines start on its base model and serve the adapter on every request."""
+    cfg, adapter = serving_config(cfg)
     model_path, renderer = load_model(cfg)
     task = load_task(cfg)
     init_ray(cfg)
@@ -325,6 +333,8 @@ def generation_stack(cfg: Config):
     engine = EpisodeEngine(task, renderer, fleet, verifier, cfg.episode, cfg.model.max_model_len)
     stack = Stack(cfg, model_path, task, renderer, fleet, verifier, engine, pg)
     try:
+        if adapter is not None:
+            serve_adapter(fleet, adapter)
         yield stack
     except BaseException:  # a run that raised (or was closed) never hands its stack back
         stack.shutdown()
@@ -333,6 +343,16 @@ def generation_stack(cfg: Config):
         stack.shutdown()
     else:
         pool.give_back(key, stack)
+
+
+def serve_adapter(fleet: Any, adapter: Path) -> None:
+    """Every rollout worker serves `adapter` from now on, a replacement worker too (its engine
+    starts on the base; the adapter file is small, so all reload it). The version stays 0: no
+    run's policy version applies."""
+    weights = str(adapter / ADAPTER_WEIGHTS)
+    log.info("serving the adapter %s", adapter)
+    fleet.load_weights_file(weights)
+    fleet.on_restart = lambda replaced: fleet.load_weights_file(weights)
 
 
 def _start_generation(cfg: Config, model_path: str, task: Task) -> tuple[Any, Any, Any]:

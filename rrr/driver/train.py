@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from rrr.core.config import Config, check_training, save_config
+from rrr.core.config import Config, ConfigError, check_training, save_config
 from rrr.core.data_cursor import EpochSampler
 from rrr.core.episodes import Failure
 from rrr.core.metrics import MetricsLogger, format_step_line, merge_metrics, under
@@ -72,6 +72,7 @@ def train(cfg: Config) -> dict[str, Any]:
     from rrr.learner.weight_sync import SyncError
 
     check_training(cfg)
+    check_model(cfg)
     run_dir = Path(cfg.logging.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.episode.first_attempt == "online" or not cfg.data.failures:
@@ -386,6 +387,23 @@ def stop_survivors(learners: Any) -> Callable[..., bool]:
         return False  # the exception goes on
 
     return on_exit
+
+
+def check_model(cfg: Config) -> None:
+    """What the model must be for training, checked before any actor starts: a full model (an
+    adapter directory is served by `rrr eval`, but a run starts from its merged export), with
+    every linear layer that learner.lora.target_modules names."""
+    from rrr.core.lora import is_adapter_dir
+    from rrr.core.models import resolve_model
+    from rrr.learner.lora import check_target_modules
+
+    if is_adapter_dir(cfg.model.name_or_path):
+        raise ConfigError(
+            f"model.name_or_path: {cfg.model.name_or_path} is a LoRA adapter; a run starts from "
+            "a full model (`rrr export RUN --out DIR` writes the merged one)"
+        )
+    path = resolve_model(cfg.model.name_or_path)
+    check_target_modules(path, cfg.learner.lora, cfg.model.trust_remote_code)
 
 
 def check_data(cfg: Config) -> None:

@@ -1,0 +1,130 @@
+"""A LoRA run end to end (issue 30) on local Ray: `rrr train` with learner.lora on the tiny
+model, a rollout worker killed mid-run (its replacement must be given the current adapter),
+resume, both exports (merged and adapter alone), and `rrr eval` serving the adapter on the base
+next to the merged export: the same samples, so the adapter vLLM serves is the model rrr
+exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import torch
+
+from rrr.core.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_dir
+from rrr.driver.cli import main
+from tests.helpers import actors_by_state
+from tests.test_train_real import _steps, _tiny_brief_run
+
+LORA = ["learner.lora.rank=4", "learner.lora.alpha=8", "learner.lr=2e-3", "learner.warmup_ratio=0"]
+
+
+def _kill_a_rollout_worker_once(run, before: set[int], killed: list[int]) -> None:
+    """SIGKILL this run's rollout worker once step 1's checkpoint exists."""
+    deadline = time.monotonic() + 600
+    ours: set[int] = set()
+    while time.monotonic() < deadline and not ours:
+        ours = set(actors_by_state("RolloutWorker").get("ALIVE", [])) - before
+        time.sleep(0.5)
+    manifest = run / "checkpoints" / "step_00000001" / "manifest.json"
+    while time.monotonic() < deadline and not manifest.is_file():
+        time.sleep(0.01)
+    if ours and manifest.is_file():
+        os.kill(ours.pop(), signal.SIGKILL)
+        killed.append(1)
+
+
+def test_a_lora_run_trains_resumes_exports_and_serves_its_adapter(
+    ray_local, tiny_model_path, sample_data, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = [
+        *_tiny_brief_run(tiny_model_path), "learner.failures_per_step=2",
+        "learner.backfill_max_draws=8", "rollout.max_restarts=1", *LORA,
+        "learner.max_steps=2", f"logging.output_dir={run}", "logging.progress=false",
+    ]  # fmt: skip
+    before = set(actors_by_state("RolloutWorker").get("ALIVE", []))
+    killed: list[int] = []
+    saboteur = threading.Thread(
+        target=_kill_a_rollout_worker_once, args=(run, before, killed), daemon=True
+    )
+    saboteur.start()
+    assert main(args) == 0
+    saboteur.join(timeout=5)
+    assert killed, "the rollout worker was not killed"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["rollout/worker_restarts"] for m in lines][-1] == 1.0
+    # The replacement was given step 1's adapter before step 2's rollout: its samples carry
+    # the current policy version (a replacement left on the base would be version 0, stale).
+    assert [m["rollout/staleness"] for m in lines] == [0.0, 0.0]
+    assert lines[0]["rollout/groups_signal"] > 0  # step 1 moved the adapter off B = 0 ...
+    assert lines[0]["learner/kl"] == 0 and lines[1]["learner/kl"] > 0  # ... away from the base
+    ckpt = run / "checkpoints" / "step_00000002"
+    assert is_adapter_dir(ckpt / "policy")
+    assert (ckpt / "policy" / ADAPTER_WEIGHTS).stat().st_size < 200_000
+
+    # Resume from the adapter checkpoint and go on one step.
+    assert main([*args[:-2], "learner.max_steps=3", *args[-2:]]) == 0
+    capsys.readouterr()
+    assert _steps(run) == [1, 2, 3]
+
+    merged, adapter = tmp_path / "merged", tmp_path / "adapter"
+    assert main(["export", str(run), "--out", str(merged)]) == 0
+    assert main(["export", str(run), "--out", str(adapter), "--adapter"]) == 0
+    capsys.readouterr()
+    assert is_adapter_dir(adapter) and (adapter / "tokenizer_config.json").is_file()
+    assert json.loads((adapter / "rrr_export.json").read_text())["step"] == 3
+    assert (merged / "config.json").is_file() and not (merged / ADAPTER_CONFIG).exists()
+    _check_merged(merged, adapter, tiny_model_path)
+
+    # `rrr eval` of the adapter (served on the base) and of the merged export: same samples.
+    evals = {}
+    models = (("adapter", adapter), ("merged", merged), ("base", tiny_model_path))
+    for name, model in models:
+        out = tmp_path / f"eval-{name}"
+        served = [a for a in args[3:] if a.startswith(("model.", "data.", "rollout."))]
+        assert main(["eval", *args[1:3], *served, f"model.name_or_path={model}",
+                     "data.eval_source=brief:heldout", "data.eval_limit=2",
+                     "eval.max_tokens=24", "eval.max_reflection_tokens=8",
+                     "eval.temperature=0.8", "eval.samples_per_problem=2",
+                     "logging.progress=false", "--out", str(out)]) == 0  # fmt: skip
+        evals[name] = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    texts = {
+        name: [(x["first_try"], x["reflection"], x["retry"]) for x in r["examples"]]
+        for name, r in evals.items()
+    }
+    assert texts["adapter"] and texts["adapter"] == texts["merged"]
+    assert texts["adapter"] != texts["base"]  # the adapter is served, not the base alone
+    assert evals["adapter"]["per_query"] == evals["merged"]["per_query"]
+    assert evals["adapter"]["trained"]["step"] == evals["merged"]["trained"]["step"] == 3
+    assert evals["base"]["trained"] is None
+
+
+def _check_merged(merged, adapter, base_path: str) -> None:
+    """The merged export is the base plus (alpha / r) * B @ A on every adapted layer, and the
+    base wherever no adapter sits."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    def weights(directory) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for f in sorted(Path(directory).glob("*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    got, base, lora = weights(merged), weights(base_path), load_file(adapter / ADAPTER_WEIGHTS)
+    scale = json.loads((adapter / ADAPTER_CONFIG).read_text())["lora_alpha"] / 4
+    adapted = 0
+    for name, w in base.items():
+        prefix = "base_model.model." + name.removesuffix(".weight")
+        a, b = lora.get(f"{prefix}.lora_A.weight"), lora.get(f"{prefix}.lora_B.weight")
+        want = w if a is None else w + scale * (b.float() @ a.float()).to(w.dtype)
+        adapted += a is not None
+        assert torch.allclose(got[name], want, atol=1e-6), name
+    assert adapted == 2 * 7  # seven targets, two layers
+    assert any(not torch.equal(got[n], base[n]) for n in base)
