@@ -231,3 +231,24 @@ def rollout_worker(ray_local, tiny_model_path: str):
     ray_local.get(worker.ping.remote())
     yield worker
     ray_local.kill(worker)
+
+
+# ------------------------------------------------------------------ time per test module
+# The suite's budget (issue 31) is read per module: each module's setup + call + teardown
+# seconds, printed at the end of every run beside pytest's slowest tests.
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _MODULE_SECONDS:
+        return
+    total = sum(_MODULE_SECONDS.values())
+    terminalreporter.write_sep("=", f"seconds per test module ({total:.0f} s in all)")
+    for module, s in sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
+        if s >= 1:
+            terminalreporter.write_line(f"{s:8.1f}s  {module}")
