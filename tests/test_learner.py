@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rrr.core.config import LearnerConfig
+from rrr.core.config import LearnerConfig, LoraConfig
 from rrr.core.grpo import group_advantages, policy_loss, spans_to_mask
 from rrr.core.train_batch import TrainBatch, build_train_batch
 from rrr.learner.packing import shard_batch
@@ -154,21 +154,26 @@ def test_step_loss_equals_the_grpo_formula_and_moves_weights(tiny_model_path, fi
     assert worker.step(shard_batch(b, 1, 3)[0])["kl"] > 0  # now it has drifted from the reference
 
 
-def _grads_of_one_step(model_path: str, batch: TrainBatch) -> tuple[float, dict]:
-    worker = LearnerWorker(model_path, _cfg())
+def _grads_of_one_step(model_path: str, batch: TrainBatch, **cfg) -> tuple[float, dict]:
+    """The loss and every gradient of one step (the parameters that have one)."""
+    worker = LearnerWorker(model_path, _cfg(**cfg))
     captured: dict[str, torch.Tensor] = {}
     original = worker.engine.step
 
     def capture():
         for name, p in worker.engine.module.named_parameters():
-            captured[name] = p.grad.clone()
+            if p.grad is not None:
+                captured[name] = p.grad.clone()
         return original()
 
     worker.engine.step = capture
     return worker.step(shard_batch(batch, 1, 3)[0])["loss"], captured
 
 
-def test_tokens_outside_the_mask_do_not_change_loss_or_gradients(tiny_model_path):
+@pytest.mark.parametrize("lora", [0, 4], ids=["full", "lora"])
+def test_tokens_outside_the_mask_do_not_change_loss_or_gradients(tiny_model_path, lora):
+    """The trained span is the reflection alone, with full weights and with a LoRA adapter
+    (whose gradients are then the only ones)."""
     tokens, spans, logprobs, rewards = _episodes(n=8, tail=5)
     a = build_train_batch(tokens, spans, logprobs, rewards, 4, pad_id=0)
     g = torch.Generator().manual_seed(9)
@@ -178,9 +183,12 @@ def test_tokens_outside_the_mask_do_not_change_loss_or_gradients(tiny_model_path
     ]
     b = build_train_batch(changed, spans, logprobs, rewards, 4, pad_id=5)
     assert not torch.equal(a.tokens, b.tokens)
-    loss_a, grads_a = _grads_of_one_step(tiny_model_path, a)
-    loss_b, grads_b = _grads_of_one_step(tiny_model_path, b)
-    assert loss_a == loss_b
+    adapter = LoraConfig(rank=lora, alpha=8.0)
+    loss_a, grads_a = _grads_of_one_step(tiny_model_path, a, lora=adapter)
+    loss_b, grads_b = _grads_of_one_step(tiny_model_path, b, lora=adapter)
+    assert loss_a == loss_b and set(grads_a) == set(grads_b)
+    assert all((".lora_" in n) == bool(lora) for n in grads_a)  # LoRA: the adapter's alone
+    assert any(g.abs().sum() > 0 for g in grads_a.values())
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-9, rtol=0), name
 

@@ -1,6 +1,7 @@
 """A LoRA run end to end (issue 30) on local Ray: `rrr train` with learner.lora on the tiny
-model, a rollout worker killed mid-run (its replacement must be given the current adapter),
-resume, both exports (merged and adapter alone), and `rrr eval` serving the adapter on the base
+model, a rollout worker and then the learner killed mid-run (the replacement worker must be
+given the current adapter, the healed learner group must push it), resume with rollouts one
+step ahead, both exports (merged and adapter alone), and `rrr eval` serving the adapter on the base
 next to the merged export: the same samples, so the adapter vLLM serves is the model rrr
 exports."""
 
@@ -22,61 +23,69 @@ from tests.test_train_real import _steps, _tiny_brief_run
 LORA = ["learner.lora.rank=4", "learner.lora.alpha=8", "learner.lr=2e-3", "learner.warmup_ratio=0"]
 
 
-def _kill_a_rollout_worker_once(run, before: set[int], killed: list[int]) -> None:
-    """SIGKILL this run's rollout worker once step 1's checkpoint exists."""
+def _kill_once_checkpointed(run, step: int, cls: str, before: set[int], killed: list[str]):
+    """SIGKILL this run's actor of `cls` once step `step`'s checkpoint exists."""
     deadline = time.monotonic() + 600
-    ours: set[int] = set()
-    while time.monotonic() < deadline and not ours:
-        ours = set(actors_by_state("RolloutWorker").get("ALIVE", [])) - before
-        time.sleep(0.5)
-    manifest = run / "checkpoints" / "step_00000001" / "manifest.json"
+    manifest = run / "checkpoints" / f"step_{step:08d}" / "manifest.json"
     while time.monotonic() < deadline and not manifest.is_file():
         time.sleep(0.01)
-    if ours and manifest.is_file():
+    ours = set(actors_by_state(cls).get("ALIVE", [])) - before
+    if len(ours) == 1:
         os.kill(ours.pop(), signal.SIGKILL)
-        killed.append(1)
+        killed.append(cls)
 
 
 def test_a_lora_run_trains_resumes_exports_and_serves_its_adapter(
-    ray_local, tiny_model_path, sample_data, tmp_path, capsys
+    ray_local, tiny_model_path, tmp_path, capsys
 ):
     run = tmp_path / "run"
     args = [
         *_tiny_brief_run(tiny_model_path), "learner.failures_per_step=2",
-        "learner.backfill_max_draws=8", "rollout.max_restarts=1", *LORA,
-        "learner.max_steps=2", f"logging.output_dir={run}", "logging.progress=false",
+        "learner.backfill_max_draws=8", "rollout.max_restarts=1", "learner.max_restarts=1",
+        *LORA, "learner.max_steps=3", f"logging.output_dir={run}", "logging.progress=false",
     ]  # fmt: skip
-    before = set(actors_by_state("RolloutWorker").get("ALIVE", []))
-    killed: list[int] = []
-    saboteur = threading.Thread(
-        target=_kill_a_rollout_worker_once, args=(run, before, killed), daemon=True
-    )
+    # The rollout worker dies after step 1's checkpoint, the learner after step 2's.
+    killed: list[str] = []
+
+    def sabotage() -> None:
+        for step, cls in ((1, "RolloutWorker"), (2, "LearnerActor")):
+            _kill_once_checkpointed(run, step, cls, before[cls], killed)
+
+    before = {c: set(actors_by_state(c).get("ALIVE", [])) for c in ("RolloutWorker",
+                                                                      "LearnerActor")}  # fmt: skip
+    saboteur = threading.Thread(target=sabotage, daemon=True)
     saboteur.start()
     assert main(args) == 0
     saboteur.join(timeout=5)
-    assert killed, "the rollout worker was not killed"
+    assert killed == ["RolloutWorker", "LearnerActor"], killed
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["rollout/worker_restarts"] for m in lines][-1] == 1.0
-    # The replacement was given step 1's adapter before step 2's rollout: its samples carry
-    # the current policy version (a replacement left on the base would be version 0, stale).
-    assert [m["rollout/staleness"] for m in lines] == [0.0, 0.0]
+    assert _steps(run) == [1, 2, 3]  # step 3 trained once, by the healed learner group
+    assert lines[-1]["rollout/worker_restarts"] == 1.0 and lines[-1]["learner/restarts"] == 1.0
+    # The replacement worker was given step 1's adapter before step 2's rollout, and the new
+    # learner group pushed step 2's before step 3's: every sample carries the current policy
+    # version (a worker left on the base would serve version 0: stale).
+    assert [m["rollout/staleness"] for m in lines] == [0.0, 0.0, 0.0]
     assert lines[0]["rollout/groups_signal"] > 0  # step 1 moved the adapter off B = 0 ...
     assert lines[0]["learner/kl"] == 0 and lines[1]["learner/kl"] > 0  # ... away from the base
-    ckpt = run / "checkpoints" / "step_00000002"
+    ckpt = run / "checkpoints" / "step_00000003"
     assert is_adapter_dir(ckpt / "policy")
     assert (ckpt / "policy" / ADAPTER_WEIGHTS).stat().st_size < 200_000
 
-    # Resume from the adapter checkpoint and go on one step.
-    assert main([*args[:-2], "learner.max_steps=3", *args[-2:]]) == 0
+    # Resume from the adapter checkpoint for two more steps, the second rolled out one step
+    # ahead of the learner (rollout.max_staleness=1): its samples are one adapter behind.
+    assert main([*args[:-2], "learner.max_steps=5", "rollout.max_staleness=1",
+                 *args[-2:]]) == 0  # fmt: skip
     capsys.readouterr()
-    assert _steps(run) == [1, 2, 3]
+    assert _steps(run) == [1, 2, 3, 4, 5]
+    resumed = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][3:]
+    assert [m["rollout/staleness"] for m in resumed] == [0.0, 1.0]
 
     merged, adapter = tmp_path / "merged", tmp_path / "adapter"
     assert main(["export", str(run), "--out", str(merged)]) == 0
     assert main(["export", str(run), "--out", str(adapter), "--adapter"]) == 0
     capsys.readouterr()
     assert is_adapter_dir(adapter) and (adapter / "tokenizer_config.json").is_file()
-    assert json.loads((adapter / "rrr_export.json").read_text())["step"] == 3
+    assert json.loads((adapter / "rrr_export.json").read_text())["step"] == 5
     assert (merged / "config.json").is_file() and not (merged / ADAPTER_CONFIG).exists()
     _check_merged(merged, adapter, tiny_model_path)
 
@@ -100,7 +109,7 @@ def test_a_lora_run_trains_resumes_exports_and_serves_its_adapter(
     assert texts["adapter"] and texts["adapter"] == texts["merged"]
     assert texts["adapter"] != texts["base"]  # the adapter is served, not the base alone
     assert evals["adapter"]["per_query"] == evals["merged"]["per_query"]
-    assert evals["adapter"]["trained"]["step"] == evals["merged"]["trained"]["step"] == 3
+    assert evals["adapter"]["trained"]["step"] == evals["merged"]["trained"]["step"] == 5
     assert evals["base"]["trained"] is None
 
 
