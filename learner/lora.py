@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from rrr.core.config import ConfigError, LoraConfig
-from rrr.core.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config
+from rrr.core.config import LoraConfig
+from rrr.core.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config, refuse_unknown_targets
 
 
 def apply_lora(model: torch.nn.Module, lora: LoraConfig, base_model: str) -> torch.nn.Module:
@@ -47,15 +47,8 @@ def linear_module_names(model_path: str, trust_remote_code: bool = False) -> set
 
 def check_target_modules(model_path: str, lora: LoraConfig, trust_remote_code: bool) -> None:
     """Refuse, before anything starts, a target module the model does not have."""
-    if lora.rank == 0:
-        return
-    names = linear_module_names(model_path, trust_remote_code)
-    unknown = [m for m in lora.target_modules if m not in names]
-    if unknown:
-        raise ConfigError(
-            f"learner.lora.target_modules: {unknown} name no linear layer of {model_path} "
-            f"(its linear layers: {sorted(names)})"
-        )
+    if lora.rank:
+        refuse_unknown_targets(lora, linear_module_names(model_path, trust_remote_code), model_path)
 
 
 def save_adapter_dir(

@@ -65,6 +65,17 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (p / ADAPTER_CONFIG).is_file() and not (p / "config.json").is_file()
 
 
+def refuse_unknown_targets(lora: LoraConfig, linear_names: set[str], model: str) -> None:
+    """Refuse a target module the model does not have, naming the key (`linear_names`: the
+    model's linear layers, from the model itself or, in `rrr plan`, from its shape)."""
+    unknown = [m for m in lora.target_modules if m not in linear_names]
+    if lora.rank and unknown:
+        raise ConfigError(
+            f"learner.lora.target_modules: {unknown} name no linear layer of {model} "
+            f"(its linear layers: {sorted(linear_names)})"
+        )
+
+
 def read_adapter_dir(path: str | Path) -> tuple[str, LoraConfig]:
     """An adapter directory's base model and its LoRA settings (from adapter_config.json): what
     a generation stack needs to serve it on the base (`rrr eval model.name_or_path=ADAPTER`)."""

@@ -18,7 +18,7 @@ import os
 import sys
 
 from rrr.core.config import Config, ConfigError
-from rrr.core.lora import engine_lora_rank
+from rrr.core.lora import engine_lora_rank, refuse_unknown_targets
 from rrr.core.memory_budget import (
     GIB,
     VLLM_SLEEPING_GIB,
@@ -133,12 +133,7 @@ def lora_lines(cfg: Config, shape) -> list[str]:
 def check_model_fits(cfg: Config, shape) -> None:
     from rrr.core.placement import PlacementError
 
-    unknown = [m for m in cfg.learner.lora.target_modules if m not in shape.linear_shapes()]
-    if cfg.learner.lora.rank and unknown:
-        raise ConfigError(
-            f"learner.lora.target_modules: {unknown} name no linear layer of {shape.name} "
-            f"(its linear layers: {sorted(shape.linear_shapes())})"
-        )
+    refuse_unknown_targets(cfg.learner.lora, set(shape.linear_shapes()), shape.name)
 
     tp = cfg.rollout.tensor_parallel_size
     if shape.heads % tp or (shape.kv_heads % tp and tp % shape.kv_heads):
@@ -174,9 +169,7 @@ def memory_lines(
     for p in placed:
         if not p.devices:
             continue
-        budget = learner_budget(cfg, shape) if p.role == "learner" else vllm_budget(
-            cfg, shape, mem
-        )
+        budget = learner_budget(cfg, shape) if p.role == "learner" else vllm_budget(cfg, shape, mem)
         extra = sync_bytes[1] if p.role != "learner" else sync_bytes[0] if p.rank == 0 else 0
         if extra:
             budget.parts["sync buffers"] = extra / GIB
