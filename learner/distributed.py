@@ -28,6 +28,20 @@ def free_address() -> tuple[str, int]:
         return addr, int(s.getsockname()[1])
 
 
+def cpu_threads(
+    requested: int, *, share_cores: bool, reserved: float, ranks: int, cores: int
+) -> int:
+    """Torch threads for one learner rank on CPU (learner.cpu_threads). Ray sets
+    OMP_NUM_THREADS to the CPUs an actor reserves (1), so by default a CPU step ran on one core
+    while the others waited for it; when nothing runs beside the learner (`share_cores`: the
+    rollout waits for each step), the ranks share the node's cores instead."""
+    if requested > 0:
+        return requested
+    if share_cores:
+        return max(1, cores // max(1, ranks))
+    return max(1, int(reserved))
+
+
 def init_distributed(
     rank: int, world_size: int, master_addr: str, master_port: int, device: torch.device
 ) -> None:

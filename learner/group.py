@@ -50,6 +50,8 @@ class LearnerActor:
         master_port: int,
         kwargs: dict[str, Any],
     ) -> dict[str, Any]:
+        import torch
+
         self.worker = LearnerWorker(
             model_path,
             cfg,
@@ -59,7 +61,11 @@ class LearnerActor:
             master_port=master_port,
             **kwargs,
         )
-        return {"backend": self.worker.backend, "shared_prefix": self.worker.shared_prefix}
+        return {
+            "backend": self.worker.backend,
+            "shared_prefix": self.worker.shared_prefix,
+            "cpu_threads": torch.get_num_threads(),
+        }
 
     def step(self, micro_batches: list[TrainBatch]) -> dict[str, float]:
         return self.worker.step(micro_batches)
@@ -141,6 +147,7 @@ class LearnerGroup:
         max_tokens_norm: int | None = None,
         temperature: float = 1.0,
         trust_remote_code: bool = False,
+        share_cores: bool = True,
         timeout_s: float = 1800,
     ) -> None:
         from ray.util.placement_group import placement_group as make_pg
@@ -172,7 +179,7 @@ class LearnerGroup:
             bundle_offset=bundle_offset,
             error=LearnerLost,
         )
-        (addr, port), = self.ranks.gather(
+        ((addr, port),) = self.ranks.gather(
             [self.actors[0].address.remote()], "start-up", timeout_s=timeout_s
         )
         kwargs = {
@@ -180,6 +187,9 @@ class LearnerGroup:
             "max_tokens_norm": max_tokens_norm,
             "temperature": temperature,  # the reflections' sampling temperature
             "trust_remote_code": trust_remote_code,
+            # Nothing runs beside a CPU step: its ranks use the node's cores
+            # (learner.cpu_threads).
+            "share_cores": share_cores,
         }
         # All ranks start together: init_process_group blocks until every rank has joined. A
         # rank that dies on the way is LearnerLost at once, not a wait for the time-out.
@@ -194,11 +204,14 @@ class LearnerGroup:
         self.backend = setups[0]["backend"]
         # Every rank holds the same model, so all ranks agree; the layout decides the sharding.
         self.shared_prefix = bool(setups[0]["shared_prefix"])
+        self.cpu_threads = [s["cpu_threads"] for s in setups]  # torch threads, rank order
         log.info(
-            "learner group: %d rank(s), backend %s, %s layout, master %s:%d",
+            "learner group: %d rank(s), backend %s, %s layout, %s torch thread(s) a rank, "
+            "master %s:%d",
             n,
             self.backend,
             "shared-prefix" if self.shared_prefix else "one row per episode",
+            self.cpu_threads[0],
             addr,
             port,
         )

@@ -11,6 +11,7 @@ for a micro-batch in learner/layout.py + learner/logprobs.py.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from rrr.core.grpo import policy_loss
 from rrr.core.train_batch import TrainBatch
 from rrr.learner.checkpoint import save_torch
 from rrr.learner.distributed import (
+    cpu_threads,
     free_address,
     init_distributed,
     rng_state,
@@ -66,6 +68,7 @@ class LearnerWorker:
         max_tokens_norm: int | None = None,
         temperature: float = 1.0,
         trust_remote_code: bool = False,
+        share_cores: bool = True,
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         # Dr. GRPO's constant normaliser (the driver passes episode.max_reflection_tokens).
@@ -80,6 +83,15 @@ class LearnerWorker:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda":
             torch.cuda.set_device(0)  # Ray exposes exactly the actor's GPU as device 0
+        else:
+            threads = cpu_threads(
+                cfg.cpu_threads,
+                share_cores=share_cores,
+                reserved=cfg.num_cpus_per_learner,
+                ranks=world_size,
+                cores=os.cpu_count() or 1,
+            )
+            torch.set_num_threads(threads)
         self.backend = resolve_backend(cfg.backend, self.device)
         seed_everything(cfg.seed)
         if master_port is None:  # a lone in-process rank: any free port (DeepSpeed wants one)

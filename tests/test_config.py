@@ -46,6 +46,7 @@ def test_overrides_apply_with_types():
         ("episode.num_reflections=0", r"episode\.num_reflections: must be > 0"),
         ("learner.warmup_ratio=1.5", r"learner\.warmup_ratio: must be in \[0, 1\]"),
         ("learner.lr=-1.0", r"learner\.lr: must be >= 0"),
+        ("learner.cpu_threads=-1", r"learner\.cpu_threads: must be >= 0"),
         ("episode.rewarded_reflection=1", r"episode\.rewarded_reflection: 1 must be <"),
         ("learner.adam_betas=[0.9]", r"learner\.adam_betas: expected 2 values"),
         ("learner.lr.x=1", r"learner\.lr: expected float, got dict"),

@@ -4,6 +4,8 @@ Ray."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -45,6 +47,19 @@ def _episodes(n: int = 8, seed: int = 0, tail: int = 0, vocab: int = 2000):
 
 
 # ----------------------------------------------------------------------------- pure batching
+
+
+def test_learner_threads_use_the_cores_that_nothing_else_uses():
+    """learner.cpu_threads: 0 shares the node's cores among the ranks while the rollout waits
+    for the step; one step off, a rank keeps to the CPUs it reserved; a number is taken as is."""
+    from rrr.learner.distributed import cpu_threads
+
+    assert cpu_threads(0, share_cores=True, reserved=1.0, ranks=1, cores=2) == 2
+    assert cpu_threads(0, share_cores=True, reserved=1.0, ranks=2, cores=2) == 1
+    assert cpu_threads(0, share_cores=True, reserved=1.0, ranks=4, cores=2) == 1
+    assert cpu_threads(0, share_cores=False, reserved=1.0, ranks=1, cores=16) == 1
+    assert cpu_threads(0, share_cores=False, reserved=4.0, ranks=1, cores=16) == 4
+    assert cpu_threads(3, share_cores=True, reserved=1.0, ranks=1, cores=16) == 3
 
 
 def test_batch_places_mask_and_old_logprobs_on_the_span_columns():
@@ -301,6 +316,9 @@ def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_
                  micro_batch_size=2, lr=1e-2), tiny_model_path,
         )  # fmt: skip
         try:
+            # Nothing runs beside these ranks: they share the machine's cores (a rank reserves
+            # one CPU, which Ray alone would turn into one torch thread).
+            assert group.cpu_threads == [max(1, (os.cpu_count() or 1) // ranks)] * ranks
             metrics = group.step(batch)
             results[ranks] = (metrics, group.state_dict())
         finally:

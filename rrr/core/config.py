@@ -293,6 +293,13 @@ class LearnerConfig:
     num_learners: int = _f(1, "L, learner actors (one per GPU), one torch.distributed group.")
     num_gpus_per_learner: float = _f(0.0, "GPUs per learner actor (1 on a cluster, 0 on CPU).")
     num_cpus_per_learner: float = _f(1.0, "CPUs Ray reserves per learner actor.")
+    cpu_threads: int = _f(
+        0,
+        "Torch threads per learner rank on CPU (no effect on GPU). 0 = the node's cores shared "
+        "among the learner ranks while rollout waits for the learner (rollout.max_staleness=0), "
+        "else one per CPU reserved (learner.num_cpus_per_learner). Ray's own default, one "
+        "thread per reserved CPU, leaves the other cores idle through every CPU learner step.",
+    )
     lr: float = _f(5e-7, "Learning rate (paper 4.4).")
     lr_scheduler: Literal["cosine", "constant"] = _f("cosine", "Schedule after warm-up (paper).")
     warmup_ratio: float = _f(0.03, "Share of max_steps spent warming up linearly (paper 4.4).")
@@ -376,6 +383,10 @@ class LearnerConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
+        if self.cpu_threads < 0:
+            raise ConfigError(
+                f"learner.cpu_threads: must be >= 0 (0 = automatic), got {self.cpu_threads}"
+            )
         if self.micro_batch_tokens is not None and self.micro_batch_tokens < 1:
             raise ConfigError(
                 f"learner.micro_batch_tokens: must be > 0 (or null), got {self.micro_batch_tokens}"

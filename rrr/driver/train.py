@@ -315,6 +315,8 @@ def start_run(
         # are then of the same distribution.
         temperature=cfg.episode.temperature,
         trust_remote_code=cfg.model.trust_remote_code,
+        # One step off, the rollout generates beside each learner step: no cores to spare.
+        share_cores=cfg.rollout.max_staleness == 0,
     )
     cleanup.callback(learners.shutdown)
     link = WeightLink(cfg.sync, learners, stack.fleet)
