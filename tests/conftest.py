@@ -233,48 +233,6 @@ def rollout_worker(ray_local, tiny_model_path: str):
     ray_local.kill(worker)
 
 
-# ------------------------------------------------------------------ runs started early
-# A long end-to-end run (the learnability preset's) would hold the suite for minutes while a
-# core sat idle: its stages take turns and start-ups are single-threaded (vmstat: 44 % idle
-# through a stack module). A selected test marked `background(args_for)` has its `rrr` command
-# started as soon as collection ends, as a subprocess with its own local Ray, and overlaps the
-# tests before it; the test waits for it (`background_run`) and checks what it wrote.
-_BACKGROUND = pytest.StashKey[dict]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    import tempfile
-
-    from tests.helpers import BackgroundRun
-
-    runs = {}
-    if not session.config.option.collectonly:
-        for item in session.items:
-            mark = item.get_closest_marker("background")
-            if mark is not None:
-                directory = Path(tempfile.mkdtemp(prefix="rrr-background-"))
-                runs[item.nodeid] = BackgroundRun(mark.args[0], directory)
-    session.config.stash[_BACKGROUND] = runs
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    import shutil
-
-    for run in session.config.stash.get(_BACKGROUND, {}).values():
-        run.stop()  # a run whose test never came (-x, Ctrl-C) is not left behind
-        if exitstatus == 0:  # a failed session keeps the runs' directories and logs
-            shutil.rmtree(run.directory, ignore_errors=True)
-
-
-@pytest.fixture
-def background_run(request: pytest.FixtureRequest):
-    """The run that collection started for this test (`@pytest.mark.background`)."""
-    runs = request.config.stash.get(_BACKGROUND, {})
-    if request.node.nodeid not in runs:
-        pytest.fail("background_run needs @pytest.mark.background(args_for) on the test")
-    return runs[request.node.nodeid]
-
-
 # ------------------------------------------------------------------ time per test module
 # The suite's budget (issue 31) is read per module: each module's setup + call + teardown
 # seconds, printed at the end of every run beside pytest's slowest tests.

@@ -1,9 +1,7 @@
-"""Helpers shared by tests (not fixtures): tiny models, HF log-prob recomputation, runs in the
-background."""
+"""Helpers shared by tests (not fixtures): tiny models and HF log-prob recomputation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -107,56 +105,3 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class BackgroundRun:
-    """An `rrr` command in a subprocess with its own local Ray, started when collection ends
-    (tests/conftest.py, the `background` mark) so that a long run overlaps the rest of the
-    suite; its test calls `wait()` and then checks what the run wrote."""
-
-    def __init__(self, args_for: Callable[[Path], list[str]], directory: Path) -> None:
-        import subprocess
-        import sys
-
-        self.directory = directory
-        self.run = directory / "run"
-        self.log = directory / "log"
-        self.args = args_for(self.run)
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rrr.driver.cli", *self.args],
-                cwd=Path(__file__).resolve().parents[1],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest reaches it once, through stop()
-            )
-
-    def wait(self, timeout_s: float) -> Path:
-        """The run directory, once the command exited 0; its log's tail otherwise."""
-        import subprocess
-
-        try:
-            code = self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise AssertionError(f"still running after {timeout_s:.0f} s: {self.tail()}") from None
-        assert code == 0, f"exit {code}: {self.tail()}"
-        return self.run
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        """SIGTERM (the run checkpoints and exits), then SIGKILL of its process group."""
-        import os
-        import signal
-        import subprocess
-
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()

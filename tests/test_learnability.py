@@ -8,10 +8,6 @@ it within a few steps; a broken link (wrong mask, stale weights, advantages with
 leaves it flat. Measured on one fixed set of held-out failures (eval.reuse_first_tries): the step-0
 model's failed first tries, reflected on and retried by the vanilla and the trained model.
 
-The run is a real `rrr train` process, started as soon as the suite is collected (the
-`background` mark, tests/conftest.py): it overlaps the tests before this one, and this test
-waits for it and reads what it wrote.
-
 The full preset (docs/learnability.md) runs 8 steps at lr 1e-5 and asks for p < 0.01; this budget
 (4 steps of 8 failures at lr 3e-5) asks for a rise of the held-out second try at p < 0.05 and a
 rising training reward.
@@ -24,17 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from rrr.driver.cli import main
 from rrr.driver.evaluate import paired_tests
 
-# Its own `rrr train` process (started when collection ends, tests/conftest.py): no fixture
-# shows the stack it starts.
-pytestmark = [pytest.mark.slow, pytest.mark.stack]
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 
 
-def learnability_args(run: Path) -> list[str]:
-    return [
+def test_learnability_preset_learns_on_a_small_budget(ray_local, smollm2_path, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = [
         "train", "--config", str(ROOT / "configs/learnability-cpu.yaml"),
         "data.limit=64", "data.eval_limit=24", "eval.samples_per_problem=2",
         # Fewer steps than the preset, a larger step size. With 4 failures a step at lr 1e-5
@@ -44,15 +40,9 @@ def learnability_args(run: Path) -> list[str]:
         "learner.failures_per_step=8", "learner.lr=3e-5", f"learner.max_steps={STEPS}",
         f"logging.eval_every={STEPS}", f"logging.checkpoint_every={STEPS}",
         f"logging.output_dir={run}", "logging.progress=false",
-        # Beside the suite's own Ray: the dashboard's port stays free for its tests.
-        "cluster.dashboard=false",
     ]  # fmt: skip
-
-
-# with_args: a mark called with one function alone would mark that function instead
-@pytest.mark.background.with_args(learnability_args)
-def test_learnability_preset_learns_on_a_small_budget(background_run):
-    run = background_run.wait(timeout_s=850)
+    assert main(args) == 0
+    capsys.readouterr()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in lines if "rollout/reward_mean" in m]
     rewards = [m["rollout/reward_mean"] for m in steps]
