@@ -182,7 +182,10 @@ def _grads_of_one_step(model_path: str, batch: TrainBatch, **cfg) -> tuple[float
         return original()
 
     worker.engine.step = capture
-    return worker.step(shard_batch(batch, 1, 3)[0])["loss"], captured
+    try:
+        return worker.step(shard_batch(batch, 1, 3)[0])["loss"], captured
+    finally:
+        del worker.engine.step  # capture() refers to the worker: no cycle keeps it alive
 
 
 @pytest.mark.parametrize("lora", [0, 4], ids=["full", "lora"])
