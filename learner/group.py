@@ -187,8 +187,8 @@ class LearnerGroup:
             "max_tokens_norm": max_tokens_norm,
             "temperature": temperature,  # the reflections' sampling temperature
             "trust_remote_code": trust_remote_code,
-            # Nothing runs beside a CPU step: its ranks use the node's cores
-            # (learner.cpu_threads).
+            # Whether nothing runs beside a CPU step, so that its ranks may use the node's
+            # cores (learner.cpu_threads); the driver says so when the rollout waits for it.
             "share_cores": share_cores,
         }
         # All ranks start together: init_process_group blocks until every rank has joined. A
