@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rrr.actors.weight_endpoint import WeightEndpoint
+from rrr.core.cpus import usable_cpus
 from rrr.core.errors import RRRError
 from rrr.core.generation import GenRequest, Sample
 
@@ -40,22 +41,24 @@ def kv_cache_bytes(gib: float) -> int:
     return max(page, int(gib * (1 << 30)) // page * page)
 
 
-def cpu_thread_binds(cores: int, tensor_parallel: int) -> tuple[str, int]:
-    """VLLM_CPU_OMP_THREADS_BIND for `tensor_parallel` vLLM workers on `cores` cores ("|"
-    separates the workers' core ranges) and the OpenMP threads each gets. With fewer cores than
-    workers, workers share cores (one thread each)."""
-    per = max(1, cores // tensor_parallel)
-    ranges = []
+def cpu_thread_binds(cpus: list[int], tensor_parallel: int) -> tuple[str, int]:
+    """VLLM_CPU_OMP_THREADS_BIND for `tensor_parallel` vLLM workers on the CPUs `cpus` ("|"
+    separates the workers' CPU lists) and the OpenMP threads each gets. With fewer CPUs than
+    workers, workers share CPUs (one thread each)."""
+    per = max(1, len(cpus) // tensor_parallel)
+    lists = []
     for i in range(tensor_parallel):
-        first = (i * per) % cores
-        ranges.append(str(first) if per == 1 else f"{first}-{first + per - 1}")
-    return "|".join(ranges), per
+        first = (i * per) % len(cpus)
+        lists.append(",".join(str(c) for c in cpus[first : first + per]))
+    return "|".join(lists), per
 
 
 def _cpu_env(cpu_threads: str, tensor_parallel: int = 1) -> None:
-    """vLLM's CPU backend reads these at engine start (docs/cpu-stack.md)."""
+    """vLLM's CPU backend reads these at engine start (docs/cpu-stack.md). The default binds
+    the CPUs this process may use (usable_cpus), not 0..cpu_count-1: under a pinned parent,
+    binding the machine's cores would move the engine onto cores it was kept off."""
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    binds, threads = cpu_thread_binds(os.cpu_count() or 1, tensor_parallel)
+    binds, threads = cpu_thread_binds(usable_cpus(), tensor_parallel)
     if cpu_threads:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
     elif tensor_parallel > 1:

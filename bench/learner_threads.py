@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.learner import SHAPES, make_groups
 from rrr.core.config import LearnerConfig
+from rrr.core.cpus import usable_cpus
 from rrr.core.models import resolve_model
 from rrr.core.train_batch import build_train_batch
 from rrr.learner.distributed import cpu_threads
@@ -47,7 +48,7 @@ def main() -> None:
                         micro_batch_size=shape.micro_batch_size, kl_coef=0.001)  # fmt: skip
     worker = LearnerWorker(path, cfg)
     auto = cpu_threads(0, share_cores=True, reserved=cfg.num_cpus_per_learner, ranks=1,
-                       cores=os.cpu_count() or 1)  # fmt: skip
+                       cores=len(usable_cpus()))  # fmt: skip
     sides = {"1 thread (Ray's default)": 1, f"{auto} threads (cpu_threads: 0)": auto}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(args.steps + 1):

@@ -11,7 +11,6 @@ for a micro-batch in learner/layout.py + learner/logprobs.py.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rrr.core.config import LearnerConfig
+from rrr.core.cpus import usable_cpus
 from rrr.core.grpo import policy_loss
 from rrr.core.train_batch import TrainBatch
 from rrr.learner.checkpoint import save_torch
@@ -89,7 +89,7 @@ class LearnerWorker:
                 share_cores=share_cores,
                 reserved=cfg.num_cpus_per_learner,
                 ranks=world_size,
-                cores=os.cpu_count() or 1,
+                cores=len(usable_cpus()),
             )
             torch.set_num_threads(threads)
         self.backend = resolve_backend(cfg.backend, self.device)

@@ -233,6 +233,26 @@ def rollout_worker(ray_local, tiny_model_path: str):
     ray_local.kill(worker)
 
 
+# ------------------------------------------------------------------ two workers
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker runs on its own share of the CPUs (tests/scheduling.py,
+    pin_worker), so its engines and learners size their threads to that share."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # set in a worker; there xdist is installed
+        from tests.scheduling import pin_worker
+
+        pin_worker()
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which `pytest -n 2` loads
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` with the units and order of tests/scheduling.py."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from tests.scheduling import ModuleUnitScheduling
+
+    return ModuleUnitScheduling(config, log)
+
+
 # ------------------------------------------------------------------ time per test module
 # The suite's budget (issue 31) is read per module: each module's setup + call + teardown
 # seconds, printed at the end of every run beside pytest's slowest tests.

@@ -21,10 +21,13 @@ def test_cpu_tensor_parallel_threads_split_the_cores():
     """vLLM's CPU build runs tensor-parallel workers bound to "|"-separated core ranges."""
     from rrr.actors.vllm_engine import cpu_thread_binds
 
-    assert cpu_thread_binds(2, 1) == ("0-1", 2)
-    assert cpu_thread_binds(2, 2) == ("0|1", 1)
-    assert cpu_thread_binds(16, 4) == ("0-3|4-7|8-11|12-15", 4)
-    assert cpu_thread_binds(1, 2) == ("0|0", 1)  # fewer cores than workers: they share
+    assert cpu_thread_binds([0, 1], 1) == ("0,1", 2)
+    assert cpu_thread_binds([0, 1], 2) == ("0|1", 1)
+    assert cpu_thread_binds(list(range(16)), 4) == ("0,1,2,3|4,5,6,7|8,9,10,11|12,13,14,15", 4)
+    assert cpu_thread_binds([0], 2) == ("0|0", 1)  # fewer cores than workers: they share
+    # A pinned process binds the CPUs it may use, not the machine's first ones.
+    assert cpu_thread_binds([1], 1) == ("1", 1)
+    assert cpu_thread_binds([2, 3, 6, 7], 2) == ("2,3|6,7", 2)
 
 
 def test_directory_without_config_is_refused(tmp_path):

@@ -4,12 +4,11 @@ Ray."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from rrr.core.config import LearnerConfig, LoraConfig
+from rrr.core.cpus import usable_cpus
 from rrr.core.grpo import group_advantages, policy_loss, spans_to_mask
 from rrr.core.train_batch import TrainBatch, build_train_batch
 from rrr.learner.packing import shard_batch
@@ -321,7 +320,7 @@ def test_two_deepspeed_ranks_equal_one_on_the_same_global_batch(ray_local, tiny_
         try:
             # Nothing runs beside these ranks: they share the machine's cores (a rank reserves
             # one CPU, which Ray alone would turn into one torch thread).
-            assert group.cpu_threads == [max(1, (os.cpu_count() or 1) // ranks)] * ranks
+            assert group.cpu_threads == [max(1, len(usable_cpus()) // ranks)] * ranks
             metrics = group.step(batch)
             results[ranks] = (metrics, group.state_dict())
         finally:
