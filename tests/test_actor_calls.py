@@ -80,6 +80,7 @@ def test_the_first_dead_actor_raises_at_once_while_a_survivor_blocks(ray_local, 
 def test_a_peer_that_never_answers_is_a_typed_time_out(ray_local, peer_cls):
     fast, stuck = peer_cls.remote(), peer_cls.remote()
     try:
+        ray_local.get([fast.echo.remote(0), stuck.echo.remote(0)])  # both up: only the block waits
         t0 = time.monotonic()
         with pytest.raises(Lost, match="1 pending"):
             wait_all([fast.echo.remote(1), stuck.block.remote()], timeout_s=2,
@@ -174,6 +175,9 @@ def test_leaving_waits_for_every_member_under_one_deadline(ray_local, peer_cls):
 
     peers = [peer_cls.remote() for _ in range(4)]
     try:
+        # Members that are up, as a sync group's are: the deadline is for leaving, not for four
+        # actor processes to start (seconds each on a busy core).
+        ray_local.get([p.echo.remote(0) for p in peers])
         refs = [peers[0].echo.remote(0), peers[1].block.remote(), peers[2].block.remote(),
                 peers[3].crash.remote()]  # fmt: skip
         t0 = time.monotonic()

@@ -23,7 +23,9 @@ import pytest
 from rrr.driver.cli import main
 from rrr.driver.evaluate import paired_tests
 
-pytestmark = pytest.mark.slow
+# One pinned core under `pytest -n 2` (tests/scheduling.py): 730 s measured there, near
+# pytest-timeout's 900 s default.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 
