@@ -51,29 +51,6 @@ EXPECTED_SECONDS = {
     "tests/test_stack_pool.py": 26,
 }
 
-# Seconds per module on 2 cores, one pytest process (2026-12-07 at 952d9ae, the "seconds per
-# test module" table every run prints): only the order matters, so round numbers are enough.
-EXPECTED_SECONDS = {
-    "tests/test_learnability.py": 400,
-    "tests/test_sync.py": 175,
-    "tests/test_train_real.py": 160,
-    "tests/test_job_submit.py": 140,
-    "tests/test_reliability_train.py": 130,
-    "tests/test_lora_train.py": 125,
-    "tests/test_plugin_train.py": 120,
-    "tests/test_learner.py": 90,
-    "tests/test_cluster_cpu.py": 85,
-    "tests/test_reliability_rollout.py": 75,
-    "tests/test_soak.py": 65,
-    "tests/test_lora_sync.py": 55,
-    "tests/test_two_node.py": 50,
-    "tests/test_commands_real.py": 50,
-    "tests/test_sync_tensor_parallel.py": 40,
-    "tests/test_sync_receiver.py": 35,
-    "tests/test_shared_prefix.py": 33,
-    "tests/test_actor_calls.py": 33,
-}
-
 
 def unit_of(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
