@@ -222,12 +222,16 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def rollout_worker(ray_local, tiny_model_path: str):
-    """One real vLLM CPU engine inside a real Ray actor, shared by the whole session."""
+    """One real vLLM CPU engine inside a real Ray actor, shared by the whole session.
+
+    Its engine core runs in the actor's process (tests/helpers.py, IN_PROCESS)."""
     from rrr.actors.rollout_worker import RolloutWorker
+    from tests.helpers import IN_PROCESS
 
     worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=0.25, seed=0
-    )
+        model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=0.25, seed=0,
+        in_process=IN_PROCESS,
+    )  # fmt: skip
     ray_local.get(worker.ping.remote())
     yield worker
     ray_local.kill(worker)

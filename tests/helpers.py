@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The engines that tests start themselves run vLLM's engine core in the actor's process
+# (rollout.in_process_engine): one process to start instead of three (the actor, vLLM's engine
+# core, its CPU worker), each importing vLLM. Measured on one core: 19 s to a ready engine
+# instead of 43-50 s. vLLM's default, the child processes, stays covered where users meet it:
+# tests/test_learnability.py runs its preset unchanged, and tests/test_sync_tensor_parallel.py
+# starts a two-worker engine (always child processes).
+IN_PROCESS = True
+IN_PROCESS_OVERRIDE = "rollout.in_process_engine=true"
+
 
 def build_tiny_model(
     out: Path, tokenizer_source: str, *, seed: int = 0, tied: bool = False, extra_vocab: int = 0

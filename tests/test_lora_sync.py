@@ -11,6 +11,7 @@ import torch
 from rrr.core.config import LoraConfig, SyncConfig
 from rrr.core.generation import GenRequest
 from rrr.core.lora import adapter_config
+from tests.helpers import IN_PROCESS
 from tests.test_sync import _learner_group, _step_sync_and_compare
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def lora_worker(ray_local, tiny_model_path):
 
     worker = RolloutWorker.options(num_cpus=1).remote(
         model_path=tiny_model_path, max_model_len=2048, kv_cache_gib=0.25, seed=0,
-        lora=adapter_config(LORA, tiny_model_path), max_lora_rank=8,
+        lora=adapter_config(LORA, tiny_model_path), max_lora_rank=8, in_process=IN_PROCESS,
     )  # fmt: skip
     ray_local.get(worker.ping.remote())
     yield worker

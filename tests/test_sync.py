@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rrr.core.weights.wire import from_wire, pack_bucket, plan_buckets, to_wire, unpack_bucket
+from tests.helpers import IN_PROCESS_OVERRIDE
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -87,7 +88,7 @@ def tied_fleet(ray_local, tied_model_path):
 
     cfg = load_config(None, [f"model.name_or_path={tied_model_path}", "model.max_model_len=1024",
                              "rollout.num_workers=2", "rollout.kv_cache_gib=0.25",
-                             "rollout.num_cpus_per_worker=1"])  # fmt: skip
+                             "rollout.num_cpus_per_worker=1", IN_PROCESS_OVERRIDE])  # fmt: skip
     fleet = RolloutFleet.start(cfg, tied_model_path)
     yield fleet
     fleet.shutdown()

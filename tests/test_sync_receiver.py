@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import IN_PROCESS
+
 PROMPT = [1, 42, 77, 1337, 9, 2024, 31]
 
 
@@ -37,7 +39,11 @@ def odd_vocab_worker(ray_local, odd_vocab_model):
     from rrr.actors.rollout_worker import RolloutWorker
 
     worker = RolloutWorker.options(num_cpus=1).remote(
-        model_path=odd_vocab_model, max_model_len=1024, kv_cache_gib=0.25, seed=0
+        model_path=odd_vocab_model,
+        max_model_len=1024,
+        kv_cache_gib=0.25,
+        seed=0,
+        in_process=IN_PROCESS,
     )
     ray_local.get(worker.ping.remote())
     yield worker

@@ -55,7 +55,11 @@ def main(model_path: str) -> int:
                         gradient_checkpointing=False, micro_batch_size=2, kl_coef=0.0)  # fmt: skip
     group = LearnerGroup(cfg, model_path, placement_group=pg)
     worker = RolloutWorker.options(num_cpus=1, resources={"node_b": 1}).remote(
-        model_path=model_path, max_model_len=1024, kv_cache_gib=0.25, seed=0
+        model_path=model_path,
+        max_model_len=1024,
+        kv_cache_gib=0.25,
+        seed=0,
+        in_process=True,  # as every test's engine (tests/helpers.py, IN_PROCESS)
     )
     learner_node = ray.get(group.actors[0].sync_info.remote())["node"]
     worker_node = ray.get(worker.sync_info.remote())["node"]
