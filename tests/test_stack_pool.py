@@ -22,7 +22,9 @@ def test_the_key_counts_what_builds_a_stack_and_nothing_else() -> None:
     base = load_config(PRESET, [])
     key = _stack_key(base, "/m")
     assert key == _stack_key(load_config(PRESET, ["episode.num_reflections=3",
-                                                  "learner.lr=1e-3", "eval.max_tokens=5"]), "/m")
+                                                  "learner.lr=1e-3", "eval.max_tokens=5",
+                                                  "rollout.max_staleness=1",
+                                                  "rollout.max_restarts=0"]), "/m")
     for change in ("rollout.kv_cache_gib=0.5", "rollout.seed=7", "model.max_model_len=512",
                    "verifier.num_workers=3", "cluster.colocate=true", "data.fewshot=0"):
         assert _stack_key(load_config(PRESET, [change]), "/m") != key, change
@@ -89,9 +91,13 @@ def test_a_kept_stack_samples_exactly_as_a_fresh_one(ray_local, tiny_model_path,
         assert stack.fleet.generate(greedy)[0][0].token_ids != before  # the change shows
         pool.give_back(key, stack)  # resets to the base model
         pool.reused = 0
-        assert main(["eval", "--config", PRESET, "--out", str(tmp_path / "b"), *overrides]) == 0
+        assert stack.fleet.group.max_restarts == 3  # the preset's
+        # A run setting its own restart budget takes the kept stack with that budget.
+        again = [*overrides, "rollout.max_restarts=1"]
+        assert main(["eval", "--config", PRESET, "--out", str(tmp_path / "b"), *again]) == 0
         assert (pool.started, pool.reused) == (1, 1)
         kept = pool.idle[key]
+        assert kept.fleet.group.max_restarts == 1
         assert kept.fleet.generate(greedy)[0][0].token_ids == before
     capsys.readouterr()
     a, b = (json.loads((tmp_path / x / "results.json").read_text()) for x in "ab")

@@ -208,15 +208,23 @@ def colocated_placement_group(cfg: Config, timeout_s: float = 900) -> Any:
     return pg
 
 
+# Rollout settings that a kept stack takes from each run instead of being built with:
+# max_staleness is the driver's (how far rollouts run ahead), max_restarts the fleet's restart
+# budget, set afresh for every run that reuses the fleet (generation_stack).
+_RUN_ROLLOUT_KEYS = ("max_staleness", "max_restarts")
+
+
 def _stack_key(cfg: Config, model_path: str) -> str:
     """What a generation stack is made of: a kept stack serves a run whose key is equal. The
-    whole model, rollout, verifier and cluster sections count (engine arguments, seeds, worker
-    counts, placement), and the task; the episode, learner and sync settings do not (the
-    episode engine is rebuilt for each run, and the learner is never kept)."""
+    model, rollout, verifier and cluster sections count (engine arguments, seeds, worker
+    counts, placement), but for the rollout settings each run sets (_RUN_ROLLOUT_KEYS), and
+    the task; the episode, learner and sync settings do not (the episode engine is rebuilt for
+    each run, and the learner is never kept)."""
+    rollout = {k: v for k, v in asdict(cfg.rollout).items() if k not in _RUN_ROLLOUT_KEYS}
     parts = {
         "model_path": model_path,
         "model": asdict(cfg.model),
-        "rollout": asdict(cfg.rollout),
+        "rollout": rollout,
         "verifier": asdict(cfg.verifier),
         "cluster": asdict(cfg.cluster),
         "task": [cfg.data.task, cfg.data.fewshot],
@@ -326,6 +334,8 @@ def generation_stack(cfg: Config):
     if kept is not None:
         log.info("generation stack: reusing the kept rollout workers and verifiers")
         fleet, verifier, pg = kept.fleet, kept.verifier, kept.placement_group
+        fleet.group.max_restarts = cfg.rollout.max_restarts  # this run's budget (a kept
+        # stack has used none: one with a replaced worker is never kept, StackPool.give_back)
     else:
         fleet, verifier, pg = _start_generation(cfg, model_path, task)
         if pool is not None:
