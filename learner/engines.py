@@ -212,6 +212,8 @@ class DeepSpeedEngine:
     ) -> None:
         import deepspeed
 
+        if device.type == "cpu" and not cfg.cpu_shm_comm:
+            skip_cpu_shm_comm()  # before zero.Init or initialize start DeepSpeed's comm
         self.cfg, self.device, self.world_size = cfg, device, world_size
         self.ds_config = deepspeed_config(cfg, device.type == "cuda")
         self._hf_ds = None
@@ -270,6 +272,16 @@ class DeepSpeedEngine:
 
 
 ENGINES: dict[str, type] = {"torch": TorchEngine, "deepspeed": DeepSpeedEngine}
+
+
+def skip_cpu_shm_comm() -> None:
+    """learner.cpu_shm_comm=false: DeepSpeed's comm builds its CPU shared-memory allreduce (a g++
+    JIT compile) when its op table lists the op as compatible, and otherwise falls back to
+    torch.distributed, as on a platform without the op. The table is one dict that DeepSpeed
+    caches at first use and documents as editable (deepspeed/ops/__init__.py)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def build_reference(

@@ -437,6 +437,11 @@ def test_zero3_reference_is_partitioned_where_offload_reference_says(tiny_model_
     worker = LearnerWorker(tiny_model_path, _cfg(backend="deepspeed", zero_stage=3,
                                                   offload_reference=True, kl_coef=0.1))  # fmt: skip
     assert offloaded[:2] == [False, True], offloaded  # policy, then the reference
+    from deepspeed.comm import comm
+
+    # learner.cpu_shm_comm=false (the default): DeepSpeed's comm runs on torch.distributed,
+    # without compiling its shared-memory op.
+    assert comm.cdb is not None and comm.cdb.shm_comm_op is None
     first = worker.step(shard_batch(build_train_batch(*_episodes(n=8, seed=1), 4), 1, 3)[0])
     assert first["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy is still the reference
     second = worker.step(shard_batch(build_train_batch(*_episodes(n=8, seed=2), 4), 1, 3)[0])
