@@ -11,7 +11,7 @@ from pathlib import Path
 # tests/test_learnability.py runs its preset unchanged, and tests/test_sync_tensor_parallel.py
 # starts a two-worker engine (always child processes).
 IN_PROCESS = True
-IN_PROCESS_OVERRIDE = "rollout.in_process_engine=true"
+IN_PROCESS_OVERRIDE = f"rollout.in_process_engine={str(IN_PROCESS).lower()}"  # as a config override
 
 
 def build_tiny_model(
